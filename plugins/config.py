@@ -1,0 +1,63 @@
+"""Config keys the plugin adds to fast-reid's defaults."""
+
+from fastreid.config import CfgNode as CN
+
+from .modeling.clip import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD  # noqa: E402
+
+
+def add_plugins_config(cfg):
+    """Add the plugin's keys to a fast-reid config in place. Idempotent."""
+    if hasattr(cfg, "SEED"):
+        return cfg
+    _C = cfg
+
+    # >= 0 seeds python, numpy and torch after setup and makes CPU runs bit-reproducible.
+    _C.SEED = -1
+    # "auto": the GPU when there is one, the CPU otherwise. fast-reid's default is "cuda".
+    _C.MODEL.DEVICE = "auto"
+    _C.MODEL.PIXEL_MEAN = list(CLIP_PIXEL_MEAN)
+    _C.MODEL.PIXEL_STD = list(CLIP_PIXEL_STD)
+
+    _C.MODEL.CLIP = CN()
+    # open_clip architecture ("ViT-B-16", "RN50", ...), a JSON in plugins/modeling/model_configs
+    # ("tiny-vit"), or a path to an open_clip JSON model config.
+    _C.MODEL.CLIP.NAME = "ViT-B-16"
+    # Local weight file: OpenAI .pt (TorchScript or state dict), open_clip .bin/.pt/.safetensors.
+    # Empty: random initialisation.
+    _C.MODEL.CLIP.WEIGHTS = ""
+    # Patch stride; < patch size gives overlapping patches. 0: the patch size.
+    _C.MODEL.CLIP.STRIDE = 0
+    _C.MODEL.CLIP.VOCAB_SIZE = 49409  # 49408 BPE tokens + <|mask|>
+    _C.MODEL.CLIP.CONTEXT_LENGTH = 77
+
+    # Shared text-retrieval baseline (CLIP + SDM [+ ID]) and its RGBT variants.
+    _C.MODEL.RETRIEVAL = CN()
+    # How the image side is formed: "rgb" (the only or RGB image), "t" (thermal alone),
+    # "add" (element-wise sum of RGB and thermal tokens), "cat" (concatenate + linear).
+    _C.MODEL.RETRIEVAL.FUSION = "rgb"
+    _C.MODEL.RETRIEVAL.SDM_WEIGHT = 1.0
+    # 1 / tau of the similarity distribution in SDM; IRRA uses tau = 0.02.
+    _C.MODEL.RETRIEVAL.LOGIT_SCALE = 50.0
+    # Identity classification on both modalities (IRRA's ID loss); 0 disables it.
+    _C.MODEL.RETRIEVAL.ID_WEIGHT = 0.0
+    # Train on randomly masked captions (the MGANet baseline aligns with masked text).
+    _C.MODEL.RETRIEVAL.MASKED_TEXT = False
+
+    _C.INPUT.TEXT = CN()
+    _C.INPUT.TEXT.CONTEXT_LENGTH = 77
+    _C.INPUT.TEXT.MLM_PROB = 0.15  # share of word tokens masked for masked language modelling
+    # Extra caption views the training mapper produces (plugins.data.build.TextViews):
+    # "mlm", "color_masked", "nocolor", "nocolor_mlm".
+    _C.INPUT.TEXT.VIEWS = []
+
+    # RGBT-PEDES caption file, relative to the dataset folder or absolute.
+    _C.DATASETS.CAPTION_FILE = ""
+
+    _C.DATALOADER.TEST_NUM_WORKERS = 2
+    # Iterations between metric printouts (fast-reid hard-codes 200).
+    _C.SOLVER.LOG_PERIOD = 20
+    # Also report image-to-text retrieval.
+    _C.TEST.I2T = False
+    # Rows of the query x gallery similarity computed at once by the ranking.
+    _C.TEST.RANK_CHUNK = 1024
+    return cfg

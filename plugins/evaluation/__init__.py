@@ -1,0 +1,4 @@
+"""Exact streaming ranking metrics and the cross-modal evaluators."""
+
+from .metrics import rank_metrics  # noqa: F401
+from .retrieval_evaluator import RetrievalEvaluator  # noqa: F401

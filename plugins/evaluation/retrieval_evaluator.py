@@ -1,0 +1,109 @@
+"""Text-to-image (and text-to-RGBT) retrieval evaluator on fast-reid's evaluator interface."""
+
+import logging
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from fastreid.evaluation import DatasetEvaluator
+from fastreid.utils import comm
+from tabulate import tabulate
+
+from .metrics import rank_metrics
+
+logger = logging.getLogger(__name__)
+
+
+class RetrievalEvaluator(DatasetEvaluator):
+    """Collects caption and gallery features and ranks the gallery for every caption.
+
+    Reports text-to-image R1, R5, R10, mAP, mINP and RSum (= R1 + R5 + R10, text-to-image only),
+    ``metric`` = R1 for model selection, the same figures per challenge subset (queries = the
+    captions of the subset's images, gallery = the whole test gallery), and image-to-text figures
+    when ``i2t`` is set. Features are L2-normalised, so similarity is cosine.
+
+    Args:
+        split (RetrievalSplit): the evaluated split (for pids and subsets).
+        i2t (bool): also report image-to-text retrieval.
+        chunk_size (int): query rows ranked at once (bounds memory).
+        dataset_name (str): used in the printed table.
+    """
+
+    def __init__(self, split, i2t=False, chunk_size=1024, dataset_name=""):
+        self.split = split
+        self.i2t = i2t
+        self.chunk_size = chunk_size
+        self.dataset_name = dataset_name
+        self.num_queries = len(split.captions)
+        self.reset()
+
+    def reset(self):
+        self._indices = []
+        self._feats = []
+
+    def process(self, inputs, outputs):
+        self._indices.append(inputs["index"].cpu())
+        self._feats.append(outputs.detach().float().cpu())
+
+    def evaluate(self):
+        if comm.get_world_size() > 1:
+            comm.synchronize()
+            indices = sum(comm.gather(self._indices), [])
+            feats = sum(comm.gather(self._feats), [])
+            if not comm.is_main_process():
+                return {}
+        else:
+            indices, feats = self._indices, self._feats
+        indices = torch.cat(indices)
+        feats = F.normalize(torch.cat(feats), dim=1)
+        total = self.num_queries + len(self.split.images)
+        if indices.numel() != total or not torch.equal(indices.sort().values, torch.arange(total)):
+            raise RuntimeError(f"Evaluator received {indices.numel()} items, expected {total}.")
+        feats = feats[indices.argsort()]
+        q_feats, g_feats = feats[: self.num_queries], feats[self.num_queries :]
+        q_pids = torch.tensor([c.pid for c in self.split.captions])
+        g_pids = torch.tensor([g.pid for g in self.split.images])
+
+        rows = OrderedDict()
+        rows["all"] = self._t2i(q_feats, g_feats, q_pids, g_pids)
+        query_image = torch.tensor([c.image_id for c in self.split.captions])
+        for name, image_ids in sorted(self.split.subsets.items()):
+            member = torch.zeros(len(self.split.images), dtype=torch.bool)
+            member[torch.as_tensor(list(image_ids), dtype=torch.long)] = True
+            keep = member[query_image]
+            if keep.any():
+                rows[name] = self._t2i(q_feats[keep], g_feats, q_pids[keep], g_pids)
+                rows[name]["queries"] = int(keep.sum())
+
+        results = OrderedDict()
+        for key in ("R1", "R5", "R10", "mAP", "mINP", "RSum"):
+            results[key] = rows["all"][key]
+        for name, row in rows.items():
+            if name != "all":
+                for key in ("R1", "R5", "R10", "mAP", "mINP", "RSum"):
+                    results[f"{name}/{key}"] = row[key]
+        if self.i2t:
+            i2t = rank_metrics(g_feats, q_feats, g_pids, q_pids, chunk_size=self.chunk_size)
+            for key in ("R1", "R5", "R10", "mAP", "mINP"):
+                results[f"i2t/{key}"] = i2t[key]
+        results["metric"] = results["R1"]
+        self._print_table(rows)
+        return results
+
+    def _t2i(self, q_feats, g_feats, q_pids, g_pids):
+        out = rank_metrics(q_feats, g_feats, q_pids, g_pids, chunk_size=self.chunk_size)
+        out["RSum"] = out["R1"] + out["R5"] + out["R10"]
+        out["queries"] = len(q_pids)
+        return out
+
+    def _print_table(self, rows):
+        headers = ["subset", "queries", "R1", "R5", "R10", "mAP", "mINP", "RSum"]
+        table = [
+            [name, row["queries"]] + [f"{row[k]:.2f}" for k in headers[2:]]
+            for name, row in rows.items()
+        ]
+        title = f"Text-to-image retrieval on {self.dataset_name}" if self.dataset_name else ""
+        logger.info(
+            f"{title} (gallery {len(self.split.images)}; RSum = R1 + R5 + R10, text-to-image):\n"
+            + tabulate(table, headers=headers, tablefmt="pipe")
+        )

@@ -1,0 +1,141 @@
+"""Text retrieval meta-architectures: the shared base and the CLIP + SDM baseline."""
+
+import torch
+import torch.nn.functional as F
+from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+from fastreid.utils.events import get_event_storage
+from torch import nn
+
+from .clip import CLIPImageEncoder, CLIPTextEncoder, build_clip_model_from_cfg
+from .fusion import TokenFusion
+from .losses import id_loss, sdm_loss
+
+
+def put_scalars(**scalars):
+    """Log scalars to fast-reid's event storage when training under a trainer."""
+    try:
+        storage = get_event_storage()
+    except AssertionError:  # no trainer running (unit tests, scripts)
+        return
+    storage.put_scalars(**{k: float(v) for k, v in scalars.items()})
+
+
+class RetrievalModel(nn.Module):
+    """Base for text-to-image and text-to-RGBT models on one CLIP image and text encoder.
+
+    Training ``forward`` returns only the loss dict (fast-reid sums its values); evaluation
+    ``forward`` returns L2-normalisable global features: ``encode_text`` for caption batches
+    (``{"text": (B, L)}``), ``encode_image`` for image batches (``{"images": (B, 3, H, W)}``
+    in 0-255, plus ``t_images`` for RGBT pairs).
+
+    Args:
+        cfg (CfgNode): full config; reads ``MODEL.CLIP``, ``MODEL.RETRIEVAL``, pixel mean/std.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        clip = build_clip_model_from_cfg(cfg, load_weights=cfg.MODEL.BACKBONE.PRETRAIN)
+        self.image_encoder = CLIPImageEncoder(clip.visual)
+        self.text_encoder = CLIPTextEncoder(clip)
+        self.embed_dim = self.image_encoder.embed_dim
+        rcfg = cfg.MODEL.RETRIEVAL
+        self.fusion = TokenFusion(rcfg.FUSION, self.embed_dim)
+        self.logit_scale = rcfg.LOGIT_SCALE
+        self.sdm_weight = rcfg.SDM_WEIGHT
+        self.id_weight = rcfg.ID_WEIGHT
+        self.masked_text = rcfg.MASKED_TEXT
+        num_classes = cfg.MODEL.HEADS.NUM_CLASSES
+        if self.id_weight > 0:
+            if num_classes <= 0:
+                raise ValueError("MODEL.RETRIEVAL.ID_WEIGHT > 0 needs MODEL.HEADS.NUM_CLASSES.")
+            self.classifier = nn.Linear(self.embed_dim, num_classes)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+            nn.init.zeros_(self.classifier.bias)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
+        )
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def normalize(self, images):
+        """0-255 images (B, 3, H, W) -> CLIP-normalised, out of place."""
+        return (images.to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std
+
+    def image_tokens(self, batch):
+        """Modality token sequences of a batch: (V, T, F), each (B, 1+N, D) or None."""
+        rgb = t = None
+        if self.fusion.needs_rgb:
+            rgb = self.image_encoder.forward_tokens(self.normalize(batch["images"]))
+        if self.fusion.needs_thermal:
+            if "t_images" not in batch:
+                raise KeyError(
+                    f"MODEL.RETRIEVAL.FUSION={self.fusion.mode!r} needs thermal images "
+                    "(t_images); the dataset has none."
+                )
+            t = self.image_encoder.forward_tokens(self.normalize(batch["t_images"]))
+        return rgb, t, self.fusion(rgb, t)
+
+    def text_tokens(self, ids):
+        """ids (B, L) -> (tokens (B, L, D), global (B, D))."""
+        glob, tokens, _ = self.text_encoder(ids.to(self.device, non_blocking=True))
+        return tokens, glob
+
+    @torch.no_grad()
+    def encode_image(self, batch):
+        """Global image (or fused RGBT) feature (B, D)."""
+        return self.image_tokens(batch)[2][:, 0]
+
+    @torch.no_grad()
+    def encode_text(self, ids):
+        """Global caption feature (B, D) of token ids (B, L)."""
+        return self.text_tokens(ids)[1]
+
+    def forward(self, batch):
+        if self.training:
+            return self.losses(batch)
+        if "text" in batch:
+            return self.encode_text(batch["text"])
+        return self.encode_image(batch)
+
+    def identity_losses(self, image_feats, text_feats, pids):
+        """IRRA's ID loss: one shared classifier on both modalities' global features."""
+        image_logits = self.classifier(image_feats)
+        text_logits = self.classifier(text_feats)
+        loss = (id_loss(image_logits, pids) + id_loss(text_logits, pids)) / 2
+        put_scalars(
+            img_acc=(image_logits.argmax(1) == pids).float().mean(),
+            txt_acc=(text_logits.argmax(1) == pids).float().mean(),
+        )
+        return loss * self.id_weight
+
+    def losses(self, batch):
+        raise NotImplementedError
+
+
+@META_ARCH_REGISTRY.register()
+class CLIPRetrieval(RetrievalModel):
+    """Fine-tuned CLIP with SDM (+ ID): text-to-image, or text-to-RGBT with Add / Cat fusion.
+
+    With ``MODEL.RETRIEVAL.MASKED_TEXT`` the text side is the randomly masked caption (the
+    MGANet paper's baseline row); it needs ``INPUT.TEXT.VIEWS`` to include ``mlm``.
+    """
+
+    def losses(self, batch):
+        pids = batch["targets"].to(self.device)
+        image_feats = self.image_tokens(batch)[2][:, 0]
+        text_ids = batch["text_mlm"] if self.masked_text else batch["text"]
+        text_feats = self.text_tokens(text_ids)[1]
+        out = {
+            "loss_sdm": sdm_loss(image_feats, text_feats, pids, self.logit_scale) * self.sdm_weight
+        }
+        if self.id_weight > 0:
+            out["loss_id"] = self.identity_losses(image_feats, text_feats, pids)
+        with torch.no_grad():
+            sim = F.normalize(text_feats, dim=1) @ F.normalize(image_feats, dim=1).t()
+            put_scalars(batch_t2i_acc=(pids[sim.argmax(1)] == pids).float().mean())
+        return out

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Train or evaluate any model of the plugin (or of a mixed-in fast-reid project).
+
+    python tools/train_net.py --config-file configs/RGBTPEDES/mganet.yml
+    python tools/train_net.py --config-file configs/RGBTPEDES/mganet.yml --eval-only \
+        MODEL.WEIGHTS output/rgbtpedes/mganet/model_final.pth
+    python tools/train_net.py --config-file my.yml --extra-imports projects_of_mine.fastdistill
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import plugins  # noqa: E402, F401  (applies fastreid compat fixes first; registers components)
+
+# isort: split
+import torch  # noqa: E402
+from fastreid.engine import launch  # noqa: E402
+from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
+
+from plugins.engine import PluginTrainer, plugin_argument_parser, setup  # noqa: E402
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
+            raise FileNotFoundError(
+                f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r} "
+                "is not a file (pass MODEL.WEIGHTS path/to/model_final.pth)."
+            )
+        model = PluginTrainer.build_model(cfg)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        return PluginTrainer.test(cfg, model)
+    trainer = PluginTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = plugin_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        sys.exit("--num-gpus > 1 needs CUDA (fast-reid launches one NCCL process per GPU).")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,73 @@
+"""Every config under configs/ merges, names only registered components, and builds a model."""
+
+import glob
+import os
+
+import pytest
+import torch
+
+import plugins  # noqa: F401
+
+# isort: split
+from fastreid.data.datasets import DATASET_REGISTRY
+from fastreid.modeling.backbones import BACKBONE_REGISTRY
+from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, build_model
+
+from plugins.engine import build_config, resolve_device
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursive=True)
+    if not os.path.basename(p).startswith("Base-")
+)
+
+TINY = [
+    "MODEL.CLIP.NAME", "tiny-vit",
+    "MODEL.CLIP.STRIDE", "8",
+    "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.HEADS.NUM_CLASSES", "5",
+    "INPUT.SIZE_TRAIN", "[64, 32]",
+    "INPUT.SIZE_TEST", "[64, 32]",
+]  # fmt: skip
+
+
+def test_there_are_configs():
+    assert len(CONFIGS) >= 6
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_merges_and_names_registered_components(path):
+    cfg = build_config(os.path.join(ROOT, path))
+    assert cfg.MODEL.META_ARCHITECTURE in META_ARCH_REGISTRY._obj_map
+    if cfg.MODEL.META_ARCHITECTURE == "Baseline":
+        assert cfg.MODEL.BACKBONE.NAME in BACKBONE_REGISTRY._obj_map
+    for name in list(cfg.DATASETS.NAMES) + list(cfg.DATASETS.TESTS):
+        assert name in DATASET_REGISTRY._obj_map, name
+    assert cfg.MODEL.DEVICE in ("cpu", "cuda")
+    assert not os.path.isabs(cfg.OUTPUT_DIR), "configs must not hold absolute paths"
+    assert not os.path.isabs(cfg.MODEL.CLIP.WEIGHTS or "x")
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_builds_a_model(path):
+    opts = list(TINY)
+    cfg = build_config(os.path.join(ROOT, path))
+    if cfg.MODEL.META_ARCHITECTURE == "Baseline":
+        opts += ["MODEL.BACKBONE.FEAT_DIM", "64"]
+    cfg = build_config(os.path.join(ROOT, path), opts + ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_device_auto_resolves_to_an_available_device():
+    cfg = build_config(os.path.join(ROOT, CONFIGS[0]), ["MODEL.DEVICE", "auto"])
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    cfg = build_config(os.path.join(ROOT, CONFIGS[0]))
+    cfg.MODEL.DEVICE = "cuda"
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        resolve_device(cfg)

@@ -1,0 +1,134 @@
+"""End to end through ``tools/train_net.py``: train, checkpoint, ``--eval-only``, reproducibility."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.fixtures_reid import write_market1501
+from tests.fixtures_text import write_rgbtpedes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
+
+TINY = [
+    "MODEL.CLIP.NAME", "tiny-vit",
+    "MODEL.CLIP.STRIDE", "8",
+    "MODEL.BACKBONE.PRETRAIN", "False",
+    "INPUT.SIZE_TRAIN", "[64, 32]",
+    "INPUT.SIZE_TEST", "[64, 32]",
+    "INPUT.PADDING.SIZE", "2",
+    "DATALOADER.NUM_WORKERS", "0",
+    "DATALOADER.TEST_NUM_WORKERS", "0",
+    "SOLVER.WARMUP_ITERS", "0",
+    "SEED", "0",
+]  # fmt: skip
+
+
+def train_net(config, data_root, *opts, eval_only=False):
+    """Run tools/train_net.py; returns its combined output (fails the test on a non-zero exit)."""
+    cmd = [sys.executable, TRAIN_NET, "--config-file", os.path.join(ROOT, config)]
+    if eval_only:
+        cmd.append("--eval-only")
+    env = dict(os.environ, FASTREID_DATASETS=data_root, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        cmd + TINY + list(opts), env=env, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    return out
+
+
+def final_results(output, dataset):
+    """The last 'Evaluation results for <dataset>: k v, ...' line as a dict."""
+    lines = re.findall(rf"Evaluation results for {dataset}: (.*)", output)
+    assert lines, output[-3000:]
+    return {k: float(v) for k, v in re.findall(r"([\w/-]+) ([-\d.]+)", lines[-1])}
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    root = tmp_path_factory.mktemp("market")
+    write_market1501(str(root), num_train_ids=8, images_per_id=5)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def rgbt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rgbt")
+    write_rgbtpedes(str(root))
+    return str(root)
+
+
+def test_stock_baseline_with_clip_backbone_trains_and_evaluates(market, tmp_path):
+    out_dir = str(tmp_path / "out")
+    # 40 training images / batch 8 = 5 iterations per epoch, 4 epochs = 20 iterations.
+    common = ["MODEL.BACKBONE.FEAT_DIM", "64", "DATALOADER.NUM_INSTANCE", "2"]
+    common += ["SOLVER.IMS_PER_BATCH", "8", "TEST.IMS_PER_BATCH", "16", "OUTPUT_DIR", out_dir]
+    train_out = train_net(
+        "configs/Market1501/clip_baseline.yml",
+        market,
+        *common,
+        "SOLVER.MAX_EPOCH", "4",
+        "TEST.EVAL_PERIOD", "4",
+        "SOLVER.BASE_LR", "1e-3",
+    )  # fmt: skip
+    assert "epoch/iter: 3/19" in train_out  # the 20th iteration (index 19) ran and was logged
+    checkpoint = os.path.join(out_dir, "model_final.pth")
+    assert os.path.isfile(checkpoint)
+    trained = final_results(train_out, "Market1501")
+    eval_out = train_net(
+        "configs/Market1501/clip_baseline.yml",
+        market,
+        *common,
+        "MODEL.WEIGHTS",
+        checkpoint,
+        "OUTPUT_DIR",
+        str(tmp_path / "eval"),
+        eval_only=True,
+    )
+    assert final_results(eval_out, "Market1501") == trained
+    assert {"Rank-1", "mAP", "mINP"} <= set(trained)
+
+
+def test_caption_pipeline_trains_evaluates_and_is_reproducible(rgbt, tmp_path):
+    def run(name, *extra, eval_only=False):
+        return train_net(
+            "configs/Demo/clip_sdm_add.yml",
+            rgbt,
+            "SOLVER.IMS_PER_BATCH", "4",
+            "SOLVER.MAX_EPOCH", "3",
+            "TEST.EVAL_PERIOD", "3",
+            "OUTPUT_DIR", str(tmp_path / name),
+            *extra,
+            eval_only=eval_only,
+        )  # fmt: skip
+
+    first = run("a")
+    second = run("b")
+    state_a = torch.load(tmp_path / "a" / "model_final.pth", map_location="cpu")["model"]
+    state_b = torch.load(tmp_path / "b" / "model_final.pth", map_location="cpu")["model"]
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), f"{key} differs between seeded runs"
+    trained = final_results(first, "RGBTPEDES")
+    assert trained == final_results(second, "RGBTPEDES")
+    assert {"R1", "R5", "R10", "mAP", "mINP", "RSum", "metric"} <= set(trained)
+
+    evaluated = run(
+        "eval", "MODEL.WEIGHTS", str(tmp_path / "a" / "model_final.pth"), eval_only=True
+    )
+    assert final_results(evaluated, "RGBTPEDES") == trained
+    assert "| subset" in evaluated and "RSum" in evaluated  # the metrics table is printed
+
+
+def test_eval_only_without_weights_is_a_clear_error(rgbt, tmp_path):
+    cmd = [sys.executable, TRAIN_NET, "--config-file", "configs/Demo/clip_sdm_add.yml"]
+    cmd += ["--eval-only", "OUTPUT_DIR", str(tmp_path)] + TINY
+    env = dict(os.environ, FASTREID_DATASETS=rgbt, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "--eval-only needs a trained checkpoint" in proc.stderr

@@ -12,13 +12,18 @@ export PYTHONHASHSEED := 0
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-fastreid.txt setup.py
+# KEEP_TORCH=1 keeps a torch already installed in .venv (e.g. your own CUDA build).
+KEEP_TORCH ?= 0
+TORCH_REQ := $(if $(filter 1,$(KEEP_TORCH)),,-r requirements-torch.txt)
+
+$(STAMP): requirements.txt requirements-torch.txt requirements-fastreid.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet $(TORCH_REQ) -r requirements.txt
 	# fastreid pins torch==1.13.1 in its metadata: install it without dependencies.
 	$(PY) -m pip install --quiet --no-deps -r requirements-fastreid.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	# compat mode puts the checkout itself on sys.path, so new sub-packages import without a reinstall.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 lint: install

@@ -3,7 +3,7 @@
 import importlib
 
 # Every project adds its keys to every config, so one entry point serves all of them.
-PROJECTS = ()
+PROJECTS = ("mganet",)
 
 
 def add_project_configs(cfg):

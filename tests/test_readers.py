@@ -6,7 +6,9 @@ import os
 import sys
 
 import pytest
-from fixtures_text import (
+
+import plugins  # noqa: F401  (applies the fastreid fixes, registers the readers)
+from tests.fixtures_text import (
     cuhkpedes_records,
     default_challenges,
     rgbtpedes_records,
@@ -16,8 +18,6 @@ from fixtures_text import (
     write_rgbtpedes,
     write_rstpreid,
 )
-
-import plugins  # noqa: F401  (applies the fastreid fixes, registers the readers)
 
 # isort: split
 from fastreid.data.datasets import DATASET_REGISTRY

@@ -4,7 +4,7 @@
     python tools/train_net.py --config-file configs/RGBTPEDES/mganet.yml
     python tools/train_net.py --config-file configs/RGBTPEDES/mganet.yml --eval-only \
         MODEL.WEIGHTS output/rgbtpedes/mganet/model_final.pth
-    python tools/train_net.py --config-file my.yml --extra-imports projects_of_mine.fastdistill
+    python tools/train_net.py --config-file my.yml --extra-imports my_fastreid_project
 """
 
 import os
@@ -17,26 +17,8 @@ import plugins  # noqa: E402, F401  (applies fastreid compat fixes first; regist
 # isort: split
 import torch  # noqa: E402
 from fastreid.engine import launch  # noqa: E402
-from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
-from plugins.engine import PluginTrainer, plugin_argument_parser, setup  # noqa: E402
-
-
-def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise FileNotFoundError(
-                f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r} "
-                "is not a file (pass MODEL.WEIGHTS path/to/model_final.pth)."
-            )
-        model = PluginTrainer.build_model(cfg)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-        return PluginTrainer.test(cfg, model)
-    trainer = PluginTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
-
+from plugins.engine import plugin_argument_parser, train_or_evaluate  # noqa: E402
 
 if __name__ == "__main__":
     args = plugin_argument_parser().parse_args()
@@ -44,7 +26,7 @@ if __name__ == "__main__":
     if args.num_gpus > 1 and not torch.cuda.is_available():
         sys.exit("--num-gpus > 1 needs CUDA (fast-reid launches one NCCL process per GPU).")
     launch(
-        main,
+        train_or_evaluate,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

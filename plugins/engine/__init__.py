@@ -1,4 +1,9 @@
 """Training and set-up on fast-reid's engine."""
 
-from .defaults import build_config, plugin_argument_parser, setup  # noqa: F401
+from .defaults import (  # noqa: F401
+    build_config,
+    plugin_argument_parser,
+    setup,
+    train_or_evaluate,
+)
 from .trainer import PluginTrainer, resolve_device  # noqa: F401

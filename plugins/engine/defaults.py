@@ -73,3 +73,27 @@ def setup(args):
     if cfg.SEED >= 0:
         seed_everything(cfg.SEED)
     return cfg
+
+
+def train_or_evaluate(args):
+    """``tools/train_net.py``'s body: train (or resume), or evaluate ``MODEL.WEIGHTS`` with
+    ``--eval-only``. Returns the evaluation results."""
+    import os
+
+    from fastreid.utils.checkpoint import Checkpointer
+
+    from .trainer import PluginTrainer
+
+    cfg = setup(args)
+    if args.eval_only:
+        if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
+            raise FileNotFoundError(
+                f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r} "
+                "is not a file (pass MODEL.WEIGHTS path/to/model_final.pth)."
+            )
+        model = PluginTrainer.build_model(cfg)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        return PluginTrainer.test(cfg, model)
+    trainer = PluginTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

@@ -1,5 +1,6 @@
 """One trainer for every method: fast-reid's ``DefaultTrainer`` with the plugin's loaders and evaluators."""
 
+import json
 import logging
 import os
 from collections import OrderedDict
@@ -69,6 +70,11 @@ class PluginTrainer(DefaultTrainer):
                     f"Evaluation results for {dataset_name}: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
                 )
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            # The latest evaluation, machine-readable (tools/benchmark_synthetic.py reads it).
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
+                json.dump(results, f, indent=1, default=float)
         if len(results) == 1:
             results = list(results.values())[0]
         return results

@@ -1,21 +1,27 @@
 """Exact ranking metrics (CMC, mAP, mINP) computed in bounded memory.
 
 The ranking of a query is the gallery sorted by descending similarity ``q @ g.T``, ties broken by
-the lower gallery index first. No full row is ever sorted: the rank of a positive gallery item
-``j`` is ``1 + #{g : s_g > s_j or (s_g == s_j and g < j)}``, and these counts are accumulated
-block by block over (query chunk x gallery chunk) similarity blocks.
+the lower gallery index first. No row is ever sorted: the rank of a positive gallery item ``j`` is
+``1 + #{g : s_g > s_j or (s_g == s_j and g < j)}``, and these counts are accumulated block by block
+over (query chunk x gallery chunk) similarity blocks. Memory is bounded by the block size, not by
+queries x gallery.
 
 How one query chunk is processed:
 
 * Every (score, gallery index) pair is mapped to one int64 key whose integer order is the ranking
   order (order-preserving bits of the float32 score in the high half, the complemented gallery
-  index in the low half). "Item g ranks ahead of positive j" is then simply ``key_g > key_j``.
+  index in the low half). "Item g ranks ahead of positive j" is then simply ``key_g > key_j``,
+  which settles exact ties by index.
+* Each row's positive keys are sorted into a small padded table (width: a power of two above the
+  row's number of positives).
 * Only block entries scoring at least the lowest positive of their row can rank ahead of a
-  positive; those candidates are picked with one comparison per block entry.
-* For each candidate, the number ``m`` of positives of its own row it ranks ahead of is found with
-  two binary searches on flat arrays (the positives' keys are first compressed to their rank among
-  all positive keys of the chunk, so that ``(row, rank)`` fits in one int64). A per-row histogram of
-  ``m`` then gives, for every positive, how many gallery items rank ahead of it.
+  positive; those candidates are picked with one comparison per block entry. For each candidate a
+  vectorised branchless binary search in its row's table gives the number ``m`` of positives it
+  ranks ahead of; a per-row histogram of ``m`` then gives, for every positive, how many gallery
+  items rank ahead of it, hence its rank.
+
+Cost: the float32 matmul (Q x G x D) plus O(log P) work per candidate, where P is the number of
+positives of the query.
 
 Positive scores are read back from the same blocks that are used for counting, so the counts are
 exact with respect to the computed float32 similarities (BLAS may round the last bit of a dot
@@ -37,6 +43,8 @@ __all__ = ["rank_metrics"]
 logger = logging.getLogger(__name__)
 
 _LOW_MASK = 0xFFFFFFFF
+# Upper bound on the entries of the per-chunk padded (queries x positives) tables.
+_MAX_SLOTS = 1 << 22
 
 
 def _balanced_splits(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -53,19 +61,27 @@ def _balanced_splits(n: int, chunk: int) -> list[tuple[int, int]]:
     return splits
 
 
-def _order_key(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _order_key(scores: torch.Tensor, index: torch.Tensor, index_offset: int = 0) -> torch.Tensor:
     """int64 keys ordered like (score ascending, gallery index descending).
 
-    A larger key means "ranked earlier". ``scores`` is float32, ``index`` int64 in [0, 2**32).
+    A larger key means "ranked earlier". ``scores`` is float32; the gallery index is
+    ``index + index_offset`` (int64, in [0, 2**32)).
     """
     # Adding +0.0 turns -0.0 into +0.0, so both zeros get the same key (they compare equal).
-    bits = (scores + 0.0).contiguous().view(torch.int32)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-    return ordered * (1 << 32) + (_LOW_MASK - index)
+    bits = (scores + 0.0).view(torch.int32)
+    # Negative floats: flip every bit but the sign, which reverses their order.
+    key32 = bits >> 31
+    key32 &= 0x7FFFFFFF
+    key32 ^= bits
+    key = key32.to(torch.int64)
+    key <<= 32
+    key -= index
+    key += _LOW_MASK - index_offset
+    return key
 
 
 def _to_features(x, device: torch.device) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.dim() != 2:
         raise ValueError(f"features must be 2-D (N, D), got shape {tuple(t.shape)}")
     return t.to(device=device, dtype=torch.float32)
@@ -80,15 +96,23 @@ def _to_numpy_ids(x) -> np.ndarray:
     return arr
 
 
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
 class _QueryChunk:
-    """Positives of one chunk of queries that all have at least one positive."""
+    """Positives of one chunk of queries that all have at least one positive.
+
+    Row ``r`` of the chunk owns ``width`` slots (a power of two > its number of positives) in the
+    padded per-row tables of positive keys and of the histogram.
+    """
 
     def __init__(self, query_index: np.ndarray, num_pos: np.ndarray, pos_cols: np.ndarray, device):
         n = len(query_index)
         self.n = n
         self.total = int(num_pos.sum())
-        row_start = np.zeros(n, dtype=np.int64)
-        np.cumsum(num_pos[:-1], out=row_start[1:])
+        self.width = _next_pow2(int(num_pos.max()) + 1)
+        row_start = np.cumsum(num_pos) - num_pos
         row_of = np.repeat(np.arange(n, dtype=np.int64), num_pos)
 
         def dev(a):
@@ -96,14 +120,27 @@ class _QueryChunk:
 
         self.query_index = dev(query_index.astype(np.int64))
         self.num_pos = dev(num_pos.astype(np.int64))
-        self.row_start = dev(row_start)
         self.row_of = dev(row_of)
+        # Flat slot of each positive in the padded (n, width) tables, in gallery-index order.
+        self.slot = dev(row_of * self.width + np.arange(self.total) - row_start[row_of])
         # Gallery index of each positive; grouped by row, ascending inside a row.
         self.cols = dev(pos_cols.astype(np.int64))
-        # Histogram bins: row r owns bins [offset[r], offset[r] + num_pos[r]].
-        self.offset = self.row_start + torch.arange(n, device=device)
         self.col_order = torch.argsort(self.cols)
         self.sorted_cols = self.cols[self.col_order]
+
+
+def _query_chunks(num_pos: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:
+    """Balanced splits of queries sorted by ascending number of positives.
+
+    A chunk with many positives per query is split further so that its padded tables hold at
+    most ``_MAX_SLOTS`` entries.
+    """
+    out = []
+    for start, stop in _balanced_splits(len(num_pos), chunk_size):
+        width = _next_pow2(int(num_pos[stop - 1]) + 1)
+        rows = max(1, _MAX_SLOTS // width)
+        out.extend((start + a, start + b) for a, b in _balanced_splits(stop - start, rows))
+    return out
 
 
 def _positive_scores(qa: torch.Tensor, g: torch.Tensor, chunk: _QueryChunk, gallery_chunk: int):
@@ -131,39 +168,60 @@ def _count_ahead(
 ):
     """One pass over the gallery.
 
-    Returns the flat histogram (see ``_QueryChunk.offset``) of "number of positives of the row
-    that a gallery item ranks ahead of", the position of each positive in its row's ascending key
-    order, and the positives' scores as found in the blocks.
+    Returns ``hist`` of shape (n, width): ``hist[r, m]`` is the number of gallery items that rank
+    ahead of exactly the ``m`` lowest-keyed positives of row ``r``; and the positives' scores as
+    found in the similarity blocks.
     """
     device = qa.device
-    pos_keys = _order_key(pos_scores, chunk.cols)
-    uniq_keys = torch.unique(pos_keys)  # sorted ascending
-    stride = uniq_keys.numel() + 1
-    row_rank = chunk.row_of * stride + torch.searchsorted(uniq_keys, pos_keys)
-    sorted_row_rank = torch.sort(row_rank).values
-    # Keys are distinct within a row (distinct gallery indices), so this is a true position.
-    key_pos = torch.searchsorted(sorted_row_rank, row_rank) - chunk.row_start[chunk.row_of]
-    threshold = torch.full((chunk.n,), float("inf"), dtype=torch.float32, device=device)
+    n, width = chunk.n, chunk.width
+    # Each row's positive keys, ascending, padded with the largest int64 (never below any key).
+    table = torch.full((n * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
+    table[chunk.slot] = _order_key(pos_scores, chunk.cols)
+    table = torch.sort(table.view(n, width), dim=1).values.view(-1)
+    # Lowest positive score of each row: only items scoring at least this can rank ahead of one.
+    threshold = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
     threshold.scatter_reduce_(0, chunk.row_of, pos_scores, reduce="amin")
     threshold = threshold[:, None]
+    steps = [width >> k for k in range(1, width.bit_length())]  # width/2, ..., 1
 
-    hist = torch.zeros(chunk.total + chunk.n, dtype=torch.int64, device=device)
+    hist = torch.zeros(n * width, dtype=torch.int64, device=device)
     block_scores = torch.empty_like(pos_scores)
     bounds = torch.tensor([b for split in gallery_splits for b in split], device=device)
     pos_bounds = torch.searchsorted(chunk.sorted_cols, bounds).view(-1, 2).tolist()
+    # Reused buffers for the similarity block and its candidate mask.
+    max_cols = max(stop - start for start, stop in gallery_splits)
+    block_buf = torch.empty(n * max_cols, dtype=torch.float32, device=device)
+    mask_buf = torch.empty(n * max_cols, dtype=torch.bool, device=device)
     for (start, stop), (lo, hi) in zip(gallery_splits, pos_bounds):
-        block = qa @ g[start:stop].T
+        cols_in_block = stop - start
+        block = block_buf[: n * cols_in_block].view(n, cols_in_block)
+        torch.matmul(qa, g[start:stop].T, out=block)
         if hi > lo:
             sel = chunk.col_order[lo:hi]
             block_scores[sel] = block[chunk.row_of[sel], chunk.cols[sel] - start]
-        rows, cols = torch.nonzero(block >= threshold, as_tuple=True)
+        mask = mask_buf[: n * cols_in_block].view(n, cols_in_block)
+        torch.ge(block, threshold, out=mask)
+        rows, cols = torch.nonzero(mask, as_tuple=True)
         if rows.numel() == 0:
             continue
-        keys = _order_key(block[rows, cols], cols + start)
-        compressed = rows * stride + torch.searchsorted(uniq_keys, keys)
-        ahead = torch.searchsorted(sorted_row_rank, compressed) - chunk.row_start[rows]
-        hist += torch.bincount(chunk.offset[rows] + ahead, minlength=hist.numel())
-    return hist, key_pos, block_scores
+        values = block[rows, cols]
+        keys = _order_key(values, cols, start)
+        # Branchless binary search in the row's padded table: afterwards `slot + 1` is
+        # r * width + (number of the row's positive keys below the item's key).
+        slot = rows * width
+        slot -= 1
+        probe_at = torch.empty_like(slot)
+        probe = torch.empty_like(keys)
+        below = torch.empty_like(slot)  # 0/1 as int64: adding it is faster than adding a bool
+        for step in steps:
+            torch.add(slot, step, out=probe_at)
+            torch.index_select(table, 0, probe_at, out=probe)
+            torch.lt(probe, keys, out=below)
+            slot.add_(below, alpha=step)
+        slot += 1
+        hist += torch.bincount(slot, minlength=hist.numel())
+    hist = hist.view(n, width)
+    return hist, block_scores
 
 
 def rank_metrics(
@@ -187,15 +245,18 @@ def rank_metrics(
         topk: ranks k reported as ``R{k}`` (percent of queries whose first positive has rank <= k).
         chunk_size: queries per similarity block.
         device: torch device for the computation; CPU when ``None``.
-        gallery_chunk: gallery items per similarity block (a block holds
-            ``chunk_size * gallery_chunk`` float32 scores; peak extra memory is a small multiple).
+        gallery_chunk: gallery items per similarity block. A block holds
+            ``chunk_size * gallery_chunk`` float32 scores (32 MB with the defaults); its
+            candidates take up to ~70 bytes per block entry more in the worst case (every entry
+            scoring above the row's lowest positive), typically far less.
         progress: log progress (``logging`` INFO) after each query chunk.
 
     Returns:
         dict of python floats ``{"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}``. The gallery
         is ranked by descending similarity with ties going to the lower gallery index; AP averages
         ``i / rank_i`` over all positives, INP is ``#positives / rank of the last positive``. Every
-        query counts; a query without any positive scores 0 in every metric.
+        query counts; a query without any positive scores 0 in every metric. Features must be
+        finite.
     """
     topk = [int(k) for k in topk]
     if any(k < 1 for k in topk):
@@ -225,15 +286,17 @@ def rank_metrics(
     q_codes, g_codes = codes[:num_q], codes[num_q:]
     order = np.argsort(g_codes, kind="stable")
     counts = np.bincount(g_codes, minlength=int(codes.max()) + 1 if codes.size else 0)
-    starts = np.zeros_like(counts)
-    np.cumsum(counts[:-1], out=starts[1:])
+    starts = np.cumsum(counts) - counts
     num_pos_all = counts[q_codes] if num_q else np.zeros(0, dtype=np.int64)
     active = np.flatnonzero(num_pos_all > 0)
+    # Sorted by number of positives (tight padded tables), then by identity: queries of one
+    # identity share their positives, which keeps `_positive_scores` small.
+    active = active[np.lexsort((q_codes[active], num_pos_all[active]))]
 
     gallery_splits = _balanced_splits(num_g, gallery_chunk)
     t0 = time.perf_counter()
     done = 0
-    for a, b in _balanced_splits(len(active), chunk_size):
+    for a, b in _query_chunks(num_pos_all[active], chunk_size):
         qidx = active[a:b]
         num_pos = num_pos_all[qidx]
         first = np.repeat(starts[q_codes[qidx]], num_pos)
@@ -243,31 +306,28 @@ def rank_metrics(
         qa = q[chunk.query_index]
 
         scores = _positive_scores(qa, g, chunk, gallery_chunk)
-        hist, key_pos, block_scores = _count_ahead(qa, g, chunk, scores, gallery_splits)
+        hist, block_scores = _count_ahead(qa, g, chunk, scores, gallery_splits)
         if not torch.equal(block_scores, scores):
             # The separate matmul rounded some positive differently from the blocks: recount with
             # the block values, which are the ones every other gallery item is compared with.
             scores = block_scores
-            hist, key_pos, block_scores = _count_ahead(qa, g, chunk, scores, gallery_splits)
+            hist, block_scores = _count_ahead(qa, g, chunk, scores, gallery_splits)
             if not torch.equal(block_scores, scores):
                 raise RuntimeError("matmul is not deterministic; cannot rank exactly")
 
-        # A positive at position `key_pos` of its row's ascending key order has
-        # rank = 1 + #(items ahead of it) = 1 + sum of the row's hist bins above `key_pos`.
-        cum = torch.cumsum(hist, 0)
-        base = chunk.offset[chunk.row_of]
-        npos_flat = chunk.num_pos[chunk.row_of]
-        rank = 1 + cum[base + npos_flat] - cum[base + key_pos]
-        position = npos_flat - key_pos  # 1-based order of the positive in the ranking
-        ap = torch.zeros(chunk.n, dtype=torch.float64, device=device)
-        ap.index_add_(0, chunk.row_of, position.double() / rank.double())
-        ap /= chunk.num_pos.double()
-        first_rank = torch.full_like(chunk.num_pos, num_g + 1)
-        first_rank.scatter_reduce_(0, chunk.row_of, rank, reduce="amin")
-        last_rank = torch.zeros_like(chunk.num_pos)
-        last_rank.scatter_reduce_(0, chunk.row_of, rank, reduce="amax")
+        # The positive with the t-th smallest key (t = 0, 1, ...) of row r has
+        # rank = 1 + #(items ahead of it) = 1 + sum(hist[r, t + 1:]), and is the
+        # (num_pos[r] - t)-th positive in the ranking.
+        ahead = torch.flip(torch.cumsum(torch.flip(hist, [1]), 1), [1])[:, 1:]
+        t = torch.arange(chunk.width - 1, device=device)
+        npos = chunk.num_pos[:, None]
+        valid = t < npos
+        rank = (ahead + 1).double()
+        ap = torch.where(valid, (npos - t).double() / rank, 0.0).sum(1) / chunk.num_pos.double()
+        first_rank = rank.gather(1, npos - 1)[:, 0]
+        last_rank = rank[:, 0]
         sum_ap += float(ap.sum())
-        sum_inp += float((chunk.num_pos.double() / last_rank.double()).sum())
+        sum_inp += float((chunk.num_pos.double() / last_rank).sum())
         for k in topk:
             hits[k] += int((first_rank <= k).sum())
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Count a model's parameters from its config, without weights, on the CPU.
+
+    python tools/count_params.py --config-file configs/RGBTPEDES/mganet.yml
+    python tools/count_params.py --config-file configs/RGBTPEDES/mganet.yml --num-classes 1266 \
+        MODEL.MGANET.FUSION add
+
+Prints the total and trainable counts and a breakdown per top-level module (a parameter shared
+by two modules is counted once, under the first).
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import plugins  # noqa: E402, F401  (applies fastreid compat fixes first; registers components)
+
+# isort: split
+from fastreid.modeling.meta_arch import build_model  # noqa: E402
+
+from plugins.engine import build_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="MODEL.HEADS.NUM_CLASSES (training identities); matters only for models with an "
+        "identity classifier",
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def count(model):
+    """Total and trainable counts, and (name, total, trainable) per top-level module."""
+    seen = set()
+    rows = []
+    for name, child in model.named_children():
+        total = trainable = 0
+        for p in child.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        rows.append((name, total, trainable))
+    own = [p for p in model.parameters(recurse=False) if id(p) not in seen]
+    if own:
+        n = sum(p.numel() for p in own)
+        rows.append(("(own)", n, sum(p.numel() for p in own if p.requires_grad)))
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable, rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    opts = list(args.opts)
+    if args.num_classes is not None:
+        opts += ["MODEL.HEADS.NUM_CLASSES", str(args.num_classes)]
+    opts += ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.WEIGHTS", ""]
+    cfg = build_config(args.config_file, opts)
+    model = build_model(cfg)
+    total, trainable, rows = count(model)
+    print(f"{cfg.MODEL.META_ARCHITECTURE} ({cfg.MODEL.CLIP.NAME}, {args.config_file})")
+    width = max(len(name) for name, _, _ in rows + [("total", 0, 0)])
+    print(f"{'module':<{width}}  {'parameters':>14}  {'trainable':>14}")
+    for name, n, t in rows:
+        print(f"{name:<{width}}  {n:>14,}  {t:>14,}")
+    print(f"{'total':<{width}}  {total:>14,}  {trainable:>14,}  ({total / 1e6:.2f}M)")
+    return total, trainable
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Benchmark ``rank_metrics`` against a straightforward full-sort reference.
+
+Usage::
+
+    .venv/bin/python tools/benchmark_eval.py [--quick] [--skip-large] [--progress]
+
+Features are synthetic but structured like text-to-image person retrieval: every identity has a
+random unit centre, gallery and query features are L2-normalised ``centre + noise`` (512-d
+float32), every gallery identity has >= 2 images, and queries are drawn from gallery items, so each
+query has the positives of its identity. Sizes follow the CUHK-PEDES and ICFG-PEDES test splits,
+plus a 10,000 x 1,000,000 run of ``rank_metrics`` alone (its similarity matrix alone would be
+40 GB, so the reference is skipped there).
+
+Each (size, method) runs in a fresh child process (this script with ``--worker``), which builds
+the features with a seeded generator, releases the generation temporaries, reads its resident set
+size (the baseline: interpreter, libraries, features and pids), resets the kernel's peak-RSS
+counter (``/proc/self/clear_refs``) and then runs the method. "peak RSS" is the child's peak
+resident set size during the method; "extra" is peak minus baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DIM = 512
+NOISE = 2.5  # norm of the per-sample noise relative to the unit identity centre
+SEED = 0
+TOPK = (1, 5, 10)
+TOLERANCE = 1e-6  # on metrics in percent
+
+SIZES = {
+    "cuhk": dict(label="CUHK-PEDES test", num_q=6156, num_g=3074, num_ids=1000, reference=True),
+    "icfg": dict(label="ICFG-PEDES test", num_q=19848, num_g=19848, num_ids=1000, reference=True),
+    "large": dict(label="large", num_q=10_000, num_g=1_000_000, num_ids=100_000, reference=False),
+    # --quick variants
+    "large-quick": dict(
+        label="large (quick)", num_q=1000, num_g=100_000, num_ids=10_000, reference=False
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_pids(num_q: int, num_g: int, num_ids: int, seed: int):
+    """Gallery ids: every id gets 2 images plus a multinomial share of the rest, shuffled.
+
+    Query ids: each gallery item is the source of ``num_q // num_g`` queries and a random subset of
+    items of one more (captions of gallery images), so a query's positives are its id's images.
+    """
+    rng = np.random.default_rng(seed)
+    counts = 2 + rng.multinomial(num_g - 2 * num_ids, np.full(num_ids, 1.0 / num_ids))
+    g_pids = rng.permutation(np.repeat(np.arange(num_ids, dtype=np.int64), counts))
+    source = np.concatenate(
+        [
+            np.tile(np.arange(num_g), num_q // num_g),
+            rng.choice(num_g, num_q % num_g, replace=False),
+        ]
+    )
+    q_pids = g_pids[rng.permutation(source)]
+    return q_pids, g_pids
+
+
+def _noisy_unit_rows(centres, pids, gen, out, rows_per_step=65536):
+    """out[i] = normalise(centres[pids[i]] + NOISE * gaussian / sqrt(D)), written in steps."""
+    pids_t = torch.from_numpy(pids)
+    for start in range(0, len(pids), rows_per_step):
+        stop = min(start + rows_per_step, len(pids))
+        noise = torch.randn(stop - start, DIM, generator=gen)
+        noise.mul_(NOISE / DIM**0.5).add_(centres[pids_t[start:stop]])
+        out[start:stop] = torch.nn.functional.normalize(noise, dim=1)
+
+
+def make_data(size: str, seed: int = SEED):
+    spec = SIZES[size]
+    q_pids, g_pids = make_pids(spec["num_q"], spec["num_g"], spec["num_ids"], seed)
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(spec["num_ids"], DIM, generator=gen), dim=1)
+    g = torch.empty(spec["num_g"], DIM, dtype=torch.float32)
+    _noisy_unit_rows(centres, g_pids, gen, g)
+    q = torch.empty(spec["num_q"], DIM, dtype=torch.float32)
+    _noisy_unit_rows(centres, q_pids, gen, q)
+    return q, g, q_pids, g_pids
+
+
+def positives_per_query(q_pids: np.ndarray, g_pids: np.ndarray) -> dict:
+    ids, counts = np.unique(g_pids, return_counts=True)
+    lookup = dict(zip(ids.tolist(), counts.tolist()))
+    per_query = np.array([lookup.get(p, 0) for p in q_pids.tolist()])
+    return dict(
+        min=int(per_query.min()),
+        median=float(np.median(per_query)),
+        mean=float(per_query.mean()),
+        max=int(per_query.max()),
+        without=int((per_query == 0).sum()),
+    )
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def reference_metrics(q, g, q_pids, g_pids, topk=TOPK) -> dict:
+    """Full similarity matrix, a stable argsort of every row, metrics per row in float64."""
+    sim = (q @ g.T).numpy()  # (Q, G) float32, one matmul
+    order = np.argsort(-sim, axis=1, kind="stable")  # descending score, lower index first on ties
+    del sim
+    matches = g_pids[order] == q_pids[:, None]
+    del order
+    hits = dict.fromkeys(topk, 0)
+    total_ap = 0.0
+    total_inp = 0.0
+    for row in matches:
+        ranks = np.flatnonzero(row).astype(np.float64) + 1.0
+        if ranks.size == 0:
+            continue
+        for k in topk:
+            hits[k] += int(ranks[0] <= k)
+        total_ap += float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+        total_inp += ranks.size / ranks[-1]
+    num_q = len(q_pids)
+    out = {f"R{k}": 100.0 * hits[k] / num_q for k in topk}
+    out["mAP"] = 100.0 * total_ap / num_q
+    out["mINP"] = 100.0 * total_inp / num_q
+    return out
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+def _rss_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_memory() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def worker(size: str, method: str, progress: bool) -> dict:
+    from plugins.evaluation.metrics import rank_metrics
+
+    if progress:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
+
+    q, g, q_pids, g_pids = make_data(size)
+    _release_free_memory()
+    baseline = _rss_mb("VmRSS")
+    peak_reset = _reset_peak_rss()
+    t0 = time.perf_counter()
+    if method == "reference":
+        metrics = reference_metrics(q, g, q_pids, g_pids)
+    else:
+        metrics = rank_metrics(q, g, q_pids, g_pids, topk=TOPK, progress=progress)
+    wall = time.perf_counter() - t0
+    peak = _rss_mb("VmHWM") if peak_reset else None
+    if peak is None:  # no resettable counter: lifetime peak of the process
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return dict(
+        size=size,
+        method=method,
+        metrics=metrics,
+        wall_s=wall,
+        baseline_mb=baseline,
+        peak_mb=peak,
+        peak_is_lifetime=not peak_reset,
+        positives=positives_per_query(q_pids, g_pids),
+        data_mb=(q.numel() + g.numel()) * 4 / 2**20,
+    )
+
+
+def run_child(size: str, method: str, progress: bool) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", size, method]
+    if progress:
+        cmd.append("--progress")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine_info() -> str:
+    model = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"machine: {os.cpu_count()} CPUs ({model}), {mem_gb:.0f} GB RAM; torch {torch.__version__} "
+        f"with {torch.get_num_threads()} threads; numpy {np.__version__}; "
+        f"load average at start {load}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CUHK size + 1,000 x 100,000 only")
+    parser.add_argument("--skip-large", action="store_true", help="skip the rank_metrics-only run")
+    parser.add_argument("--progress", action="store_true", help="log rank_metrics progress")
+    parser.add_argument("--worker", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        result = worker(args.worker[0], args.worker[1], args.progress)
+        print(json.dumps(result))
+        return 0
+
+    sizes = ["cuhk"] if args.quick else ["cuhk", "icfg"]
+    if not args.skip_large:
+        sizes.append("large-quick" if args.quick else "large")
+
+    print(machine_info())
+    print(f"features: {DIM}-d float32, L2-normalised, noise {NOISE}, seed {SEED}")
+    rows = []
+    failed = False
+    for size in sizes:
+        spec = SIZES[size]
+        methods = ["reference", "rank_metrics"] if spec["reference"] else ["rank_metrics"]
+        results = {}
+        for method in methods:
+            print(f"running {size} / {method} ...", flush=True)
+            results[method] = run_child(size, method, args.progress)
+        res = results["rank_metrics"]
+        pos = res["positives"]
+        shape = f"{spec['num_q']:,} x {spec['num_g']:,}"
+        print(
+            f"{shape} ({spec['label']}, {spec['num_ids']:,} ids): positives per query "
+            f"min {pos['min']}, median {pos['median']:g}, mean {pos['mean']:.2f}, "
+            f"max {pos['max']}, queries without positive {pos['without']}"
+        )
+        print("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items()))
+        if "reference" in results:
+            ref = results["reference"]["metrics"]
+            diff = max(abs(ref[k] - res["metrics"][k]) for k in ref)
+            same = diff <= TOLERANCE and list(ref) == list(res["metrics"])
+            failed |= not same
+            verdict = f"{'yes' if same else 'NO'} (max abs diff {diff:.1e})"
+        else:
+            verdict = "n/a (reference skipped)"
+        for method in methods:
+            r = results[method]
+            rows.append(
+                (
+                    shape,
+                    method,
+                    f"{r['wall_s']:.1f}",
+                    f"{r['peak_mb']:,.0f}" + (" (lifetime)" if r["peak_is_lifetime"] else ""),
+                    f"{r['baseline_mb']:,.0f}",
+                    f"{r['peak_mb'] - r['baseline_mb']:,.0f}",
+                    verdict if method == "rank_metrics" else "",
+                )
+            )
+
+    print()
+    print(
+        "peak RSS: peak resident memory of the child process while the method ran; baseline: its "
+        "resident memory just before (interpreter, torch, features, pids); extra = peak - baseline."
+    )
+    print()
+    header = ("size (Q x G)", "method", "wall s", "peak RSS MB", "baseline MB", "extra MB")
+    header += ("identical?",)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(["---"] * len(header)) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if failed:
+        print("\nrank_metrics and the reference DISAGREE", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,21 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def prepare_data(data_root, ids, seed):
-    from plugins.data.datasets import synthetic
-
-    dataset_dir = os.path.join(data_root, "RGBT-PEDES")
-    stamp = os.path.join(dataset_dir, "synthetic.json")
-    wanted = {"format": "rgbtpedes", "ids": ids, "seed": seed}
-    if os.path.isfile(stamp):
-        with open(stamp) as f:
-            if json.load(f) == wanted:
-                return
-    synthetic.write_rgbtpedes(data_root, ids, seed=seed, overwrite=True)
-    with open(stamp, "w") as f:
-        json.dump(wanted, f)
-
-
 def run(config, seed, data_root, out_dir, opts):
     """Train + evaluate one config with one seed; returns the results dict."""
     results_file = os.path.join(out_dir, "results.json")
@@ -68,10 +53,12 @@ def main():
     parser.add_argument("--data", default=os.path.join(ROOT, "datasets", "synthetic"))
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "benchmark_synthetic"))
     parser.add_argument("--metrics", nargs="+", default=["R1", "mAP"])
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+    parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every run")
     args = parser.parse_args()
 
-    prepare_data(args.data, args.ids, args.data_seed)
+    from plugins.data.datasets import synthetic
+
+    synthetic.ensure_synthetic(args.data, "rgbtpedes", args.ids, args.data_seed)
     table = {}
     for config in args.configs:
         name = os.path.splitext(os.path.basename(config))[0]

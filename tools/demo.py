@@ -13,8 +13,8 @@ Results are on synthetic data and say nothing about real datasets.
 """
 
 import argparse
-import json
 import os
+import random
 import sys
 import time
 
@@ -40,24 +40,6 @@ from plugins.evaluation.visualize import draw_ranked_lists, topk_gallery  # noqa
 DEFAULT_CONFIG = "configs/Demo/mganet.yml"
 
 
-def prepare_data(data_root, ids, seed):
-    """Generate the synthetic RGBT-PEDES set unless one with the same settings is cached."""
-    dataset_dir = os.path.join(data_root, "RGBT-PEDES")
-    stamp = os.path.join(dataset_dir, "synthetic.json")
-    wanted = {"format": "rgbtpedes", "ids": ids, "seed": seed}
-    if os.path.isfile(stamp):
-        with open(stamp) as f:
-            if json.load(f) == wanted:
-                print(f"[demo] using cached synthetic RGBT-PEDES in {dataset_dir}")
-                return
-    print(f"[demo] generating synthetic RGBT-PEDES ({ids} identities, seed {seed}) ...")
-    start = time.time()
-    synthetic.write_rgbtpedes(data_root, ids, seed=seed, overwrite=True)
-    with open(stamp, "w") as f:
-        json.dump(wanted, f)
-    print(f"[demo] generated in {time.time() - start:.1f} s")
-
-
 def chance_level(split):
     """Expected R1 and mAP (percent) of a random ranking: mean share of positives in the gallery."""
     per_pid = {}
@@ -67,23 +49,15 @@ def chance_level(split):
     return 100 * sum(shares) / len(shares)
 
 
-def pick_queries(split, per_subset=1, total=6):
-    """A few query indices: one per challenge subset first, then plain ones."""
-    chosen, seen = [], set()
-    image_to_subset = {}
+def pick_queries(split, seed=0):
+    """One random query (seeded) per challenge subset and one from the normal images."""
+    rng = random.Random(seed)
+    in_subset = {i for image_ids in split.subsets.values() for i in image_ids}
+    groups = {"normal": [q for q, c in enumerate(split.captions) if c.image_id not in in_subset]}
     for name, image_ids in sorted(split.subsets.items()):
-        for i in image_ids:
-            image_to_subset.setdefault(i, name)
-    for name in ["normal"] + sorted(split.subsets):
-        for qi, query in enumerate(split.captions):
-            subset = image_to_subset.get(query.image_id, "normal")
-            if subset == name and qi not in seen:
-                chosen.append((qi, subset))
-                seen.add(qi)
-                break
-        if len(chosen) >= total:
-            break
-    return chosen
+        members = set(image_ids)
+        groups[name] = [q for q, c in enumerate(split.captions) if c.image_id in members]
+    return [(rng.choice(queries), name) for name, queries in groups.items() if queries]
 
 
 @torch.no_grad()
@@ -107,14 +81,14 @@ def draw_examples(cfg, weights, path):
     rows = []
     for qi, subset in pick_queries(split):
         query = split.captions[qi]
-        ranked = topk_gallery(q_feats[qi : qi + 1], g_feats, k=10)[0].tolist()
+        order = topk_gallery(q_feats[qi : qi + 1], g_feats, k=len(split.images))[0].tolist()
+        correct = [split.images[g].pid == query.pid for g in order]
+        first = correct.index(True) + 1 if any(correct) else None
         results = [
-            (split.images[g].img_path, split.images[g].t_path, split.images[g].pid == query.pid)
-            for g in ranked
+            (split.images[g].img_path, split.images[g].t_path, c) for g, c in zip(order, correct)
         ]
-        rows.append(
-            {"caption": query.caption, "title": f"query {qi} ({subset})", "results": results}
-        )
+        title = f"{subset}: query {qi}, first match at rank {first}"
+        rows.append({"caption": query.caption, "title": title, "results": results[:10]})
     draw_ranked_lists(rows, path)
     return path
 
@@ -130,7 +104,11 @@ def main():
     args = parser.parse_args()
 
     start = time.time()
-    prepare_data(args.data, args.ids, args.seed)
+    print(f"[demo] synthetic RGBT-PEDES ({args.ids} identities, seed {args.seed}) in {args.data}")
+    if synthetic.ensure_synthetic(args.data, "rgbtpedes", args.ids, args.seed):
+        print(f"[demo] generated in {time.time() - start:.0f} s")
+    else:
+        print("[demo] using the cached copy")
     os.environ["FASTREID_DATASETS"] = args.data
     opts = list(args.opts)
     if args.output:

@@ -54,10 +54,11 @@ def draw_ranked_lists(rows, path, thumb_size=(48, 96), caption_width=34):
     draw = ImageDraw.Draw(canvas)
     for r, row in enumerate(rows):
         y0 = r * row_h + pad
-        draw.text((pad, y0), row.get("title", ""), fill=(90, 90, 90), font=font)
-        lines = textwrap.wrap(row["caption"], caption_width)[:8]
-        for i, line in enumerate(lines):
-            draw.text((pad, y0 + 14 * (i + 1)), line, fill="black", font=font)
+        title = textwrap.wrap(row.get("title", ""), caption_width)[:2]
+        lines = textwrap.wrap(row["caption"], caption_width)[: 8 - len(title)]
+        for i, line in enumerate(title + lines):
+            colour = (90, 90, 90) if i < len(title) else "black"
+            draw.text((pad, y0 + 12 + 14 * i), line, fill=colour, font=font)
         for rank, (rgb, thermal, correct) in enumerate(row["results"]):
             x = text_w + rank * (cell_w + pad)
             colour = GREEN if correct else RED

@@ -347,6 +347,7 @@ def build_clip_model(
     context_length: int = 77,
     weights: str = "",
     quick_gelu=None,
+    warn_random_init: bool = True,
 ):
     """Build an open_clip ``CLIP`` (fp32, CPU) for (H, W) images, optionally from local weights.
 
@@ -360,6 +361,7 @@ def build_clip_model(
         context_length: text positions.
         weights: local checkpoint file, or '' for random initialisation.
         quick_gelu: None follows the config, switched on for OpenAI-format checkpoints.
+        warn_random_init: warn when no weights are given (off when a checkpoint follows).
     Returns:
         open_clip.model.CLIP
     """
@@ -399,7 +401,7 @@ def build_clip_model(
 
     if state_dict is not None:
         _load_weights(model, state_dict, path)
-    else:
+    elif warn_random_init:
         logger.warning("CLIP %s is randomly initialised (MODEL.CLIP.WEIGHTS is empty)", name)
     return model.float()
 
@@ -423,7 +425,7 @@ def build_clip_model_from_cfg(cfg, load_weights: bool = True):
     if not load_weights:
         kwargs["weights"] = ""
         logger.info("Not loading CLIP weights: the model weights come from MODEL.WEIGHTS")
-    return build_clip_model(**kwargs)
+    return build_clip_model(**kwargs, warn_random_init=load_weights)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2070,3 +2070,19 @@ WRITERS: dict[str, Callable[..., dict]] = {
     "llcm": write_llcm,
     "sysumm01": write_sysumm01,
 }
+
+
+def ensure_synthetic(data_root: str | Path, fmt: str, num_ids: int, seed: int = 0) -> bool:
+    """Write a synthetic dataset under ``data_root`` unless one with these settings is there.
+
+    A ``synthetic.json`` stamp in the dataset folder records the settings it was written with.
+    Returns True when it generated the data, False when the cached copy was reused.
+    """
+    wanted = {"format": fmt, "ids": num_ids, "seed": seed}
+    for folder in Path(data_root).glob("*"):
+        stamp = folder / "synthetic.json"
+        if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+            return False
+    summary = WRITERS[fmt](data_root, num_ids, seed=seed, overwrite=True)
+    (Path(summary["root"]) / "synthetic.json").write_text(json.dumps(wanted))
+    return True

@@ -49,6 +49,10 @@ TINY = [
     "False",
     "MODEL.DEVICE",
     "cpu",
+    "MODEL.CLIP.CONTEXT_LENGTH",
+    "77",
+    "INPUT.TEXT.CONTEXT_LENGTH",
+    "77",
 ]
 MGANET_CONFIGS = [
     "configs/RGBTPEDES/mganet.yml",
@@ -382,7 +386,7 @@ def test_count_params_tool(capsys):
     from tools import count_params
 
     total, trainable = count_params.main(
-        ["--config-file", str(ROOT / "configs/Demo/mganet.yml"), "--num-classes", "7"]
+        ["--config-file", str(ROOT / "configs/Demo/mganet.yml"), "--num-classes", "7"] + TINY
     )
     assert (
         total == trainable == sum(p.numel() for p in build("configs/Demo/mganet.yml").parameters())
@@ -397,6 +401,7 @@ def test_count_params_tool(capsys):
             "MODEL.RETRIEVAL.ID_WEIGHT",
             "1.0",
         ]
+        + TINY
     )[0]
     assert with_id - total == 7 * 64 + 7
 

@@ -71,3 +71,18 @@ def test_cuda_device_without_cuda_is_a_clear_error():
     cfg.MODEL.DEVICE = "cuda"
     with pytest.raises(RuntimeError, match="no CUDA device"):
         resolve_device(cfg)
+
+
+def test_extra_imports_mix_in_another_project(tmp_path, monkeypatch):
+    (tmp_path / "other_project.py").write_text(
+        "from fastreid.config import CfgNode as CN\n"
+        "def add_other_config(cfg):\n"
+        "    cfg.MODEL.OTHER = CN()\n"
+        "    cfg.MODEL.OTHER.DEPTH = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = os.path.join(ROOT, "configs", "Demo", "clip_sdm_add.yml")
+    cfg = build_config(path, ["MODEL.OTHER.DEPTH", "5"], extra_imports=["other_project"])
+    assert cfg.MODEL.OTHER.DEPTH == 5
+    with pytest.raises(AssertionError, match="Non-existent key"):  # yacs' error for unknown keys
+        build_config(path, ["MODEL.OTHER.DEPTH", "5"])

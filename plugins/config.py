@@ -58,6 +58,8 @@ def add_plugins_config(cfg):
     _C.SOLVER.LOG_PERIOD = 20
     # Also report image-to-text retrieval.
     _C.TEST.I2T = False
+    # Gallery of a challenge subset's queries: "all" test images, or "subset" (its own images).
+    _C.TEST.SUBSET_GALLERY = "all"
     # Rows of the query x gallery similarity computed at once by the ranking.
     _C.TEST.RANK_CHUNK = 1024
     return cfg

@@ -21,17 +21,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def run(config, seed, data_root, out_dir, opts, reuse=False):
+def read_results(path):
+    with open(path) as f:
+        results = json.load(f)
+    return next(iter(results.values())) if "R1" not in results else results
+
+
+def run(config, seed, data_root, out_dir, opts, reuse=False, eval_only=False):
     """Train + evaluate one config with one seed; returns the results dict.
 
     With ``reuse``, a run whose ``results.json`` exists is read back instead of trained again.
+    With ``eval_only``, the run's ``model_final.pth`` is evaluated again (e.g. with other TEST
+    options in ``opts``) into ``<out_dir>/eval``.
     """
+    train_dir = out_dir
+    if eval_only:
+        out_dir = os.path.join(train_dir, "eval")
     results_file = os.path.join(out_dir, "results.json")
     if reuse and os.path.isfile(results_file):
-        with open(results_file) as f:
-            results = json.load(f)
-        return next(iter(results.values())) if "R1" not in results else results
+        return read_results(results_file)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config]
+    if eval_only:
+        cmd += ["--eval-only", "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth")]
     cmd += ["SEED", str(seed), "OUTPUT_DIR", out_dir] + list(opts)
     env = dict(os.environ, FASTREID_DATASETS=data_root, HF_HUB_OFFLINE="1")
     os.makedirs(out_dir, exist_ok=True)
@@ -39,9 +50,20 @@ def run(config, seed, data_root, out_dir, opts, reuse=False):
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{config} seed {seed} failed; see {out_dir}/stdout.txt")
-    with open(results_file) as f:
-        results = json.load(f)
-    return next(iter(results.values())) if "R1" not in results else results
+    return read_results(results_file)
+
+
+def chance_of(args):
+    """Expected R1 of a random ranking on the benchmark's test split, under the run's protocol."""
+    import plugins  # noqa: F401
+    from plugins.data.build import build_text_dataset
+    from plugins.engine import build_config
+    from plugins.evaluation.retrieval_evaluator import chance_r1
+
+    os.environ["FASTREID_DATASETS"] = args.data
+    cfg = build_config(args.configs[0], args.opts)
+    split = build_text_dataset(cfg, cfg.DATASETS.TESTS[0]).test
+    return chance_r1(split, cfg.TEST.SUBSET_GALLERY)
 
 
 def mean_std(values):
@@ -63,6 +85,11 @@ def main():
     parser.add_argument(
         "--reuse", action="store_true", help="read back runs that already have results.json"
     )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate the trained checkpoints again (with --opts such as TEST.SUBSET_GALLERY)",
+    )
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every run")
     args = parser.parse_args()
 
@@ -75,7 +102,7 @@ def main():
         for seed in args.seeds:
             start = time.time()
             out_dir = os.path.join(args.output, name, f"seed{seed}")
-            res = run(config, seed, args.data, out_dir, args.opts, args.reuse)
+            res = run(config, seed, args.data, out_dir, args.opts, args.reuse, args.eval_only)
             table.setdefault(name, []).append(res)
             print(
                 f"[{name} seed {seed}] R1 {res['R1']:.2f} mAP {res['mAP']:.2f} "
@@ -89,10 +116,14 @@ def main():
         f"\nSYNTHETIC text-RGBT benchmark: {args.ids} identities (data seed {args.data_seed}), "
         f"training seeds {args.seeds}; mean +- std over seeds\n"
     )
+    chance = chance_of(args)
     for metric in args.metrics:
         header = ["config", f"{metric} all"] + [f"{metric} {s}" for s in subsets]
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
+        if metric == "R1":
+            cells = [f"{chance.get(s, float('nan')):.2f}" for s in ["all"] + subsets]
+            print("| " + " | ".join(["chance (random ranking)"] + cells) + " |")
         for name, runs in table.items():
             cells = [mean_std([r[metric] for r in runs])]
             cells += [

@@ -35,18 +35,10 @@ from plugins.engine import (  # noqa: E402
     plugin_argument_parser,
     train_or_evaluate,  # noqa: E402
 )
+from plugins.evaluation.retrieval_evaluator import chance_r1  # noqa: E402
 from plugins.evaluation.visualize import draw_ranked_lists, topk_gallery  # noqa: E402
 
 DEFAULT_CONFIG = "configs/Demo/mganet.yml"
-
-
-def chance_level(split):
-    """Expected R1 and mAP (percent) of a random ranking: mean share of positives in the gallery."""
-    per_pid = {}
-    for image in split.images:
-        per_pid[image.pid] = per_pid.get(image.pid, 0) + 1
-    shares = [per_pid[c.pid] / len(split.images) for c in split.captions]
-    return 100 * sum(shares) / len(shares)
 
 
 def pick_queries(split, seed=0):
@@ -119,7 +111,7 @@ def main():
     cfg = build_config(args.config, opts)
     weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     split = build_text_dataset(cfg, cfg.DATASETS.TESTS[0]).test
-    chance = chance_level(split)
+    chance = chance_r1(split)["all"]
     picture = draw_examples(cfg, weights, os.path.join(cfg.OUTPUT_DIR, "ranked_lists.png"))
     print()
     print(

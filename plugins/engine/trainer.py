@@ -49,7 +49,11 @@ class PluginTrainer(DefaultTrainer):
             data.show_test()
         loader, _ = build_text_test_loader(cfg, data.test)
         evaluator = RetrievalEvaluator(
-            data.test, i2t=cfg.TEST.I2T, chunk_size=cfg.TEST.RANK_CHUNK, dataset_name=dataset_name
+            data.test,
+            i2t=cfg.TEST.I2T,
+            chunk_size=cfg.TEST.RANK_CHUNK,
+            dataset_name=dataset_name,
+            subset_gallery=cfg.TEST.SUBSET_GALLERY,
         )
         return loader, evaluator
 

@@ -18,9 +18,14 @@ class RetrievalEvaluator(DatasetEvaluator):
     """Collects caption and gallery features and ranks the gallery for every caption.
 
     Reports text-to-image R1, R5, R10, mAP, mINP and RSum (= R1 + R5 + R10, text-to-image only),
-    ``metric`` = R1 for model selection, the same figures per challenge subset (queries = the
-    captions of the subset's images, gallery = the whole test gallery), and image-to-text figures
-    when ``i2t`` is set. Features are L2-normalised, so similarity is cosine.
+    ``metric`` = R1 for model selection, the same figures per challenge subset, and image-to-text
+    figures when ``i2t`` is set. Features are L2-normalised, so similarity is cosine.
+
+    A subset's queries are the captions of its images. Its gallery is the whole test gallery
+    (``subset_gallery="all"``), or only the subset's own images (``"subset"``): then every
+    candidate, right or wrong, was taken under that condition, which isolates how well a model
+    copes with it (with the whole gallery, a dark query can still be answered by the same
+    person's daylight images).
 
     Args:
         split (RetrievalSplit): the evaluated split (for pids and subsets).
@@ -29,7 +34,10 @@ class RetrievalEvaluator(DatasetEvaluator):
         dataset_name (str): used in the printed table.
     """
 
-    def __init__(self, split, i2t=False, chunk_size=1024, dataset_name=""):
+    def __init__(self, split, i2t=False, chunk_size=1024, dataset_name="", subset_gallery="all"):
+        if subset_gallery not in ("all", "subset"):
+            raise ValueError(f"subset_gallery must be 'all' or 'subset', got {subset_gallery!r}")
+        self.subset_gallery = subset_gallery
         self.split = split
         self.i2t = i2t
         self.chunk_size = chunk_size
@@ -72,7 +80,10 @@ class RetrievalEvaluator(DatasetEvaluator):
             member[torch.as_tensor(list(image_ids), dtype=torch.long)] = True
             keep = member[query_image]
             if keep.any():
-                rows[name] = self._t2i(q_feats[keep], g_feats, q_pids[keep], g_pids)
+                gallery = member if self.subset_gallery == "subset" else slice(None)
+                rows[name] = self._t2i(
+                    q_feats[keep], g_feats[gallery], q_pids[keep], g_pids[gallery]
+                )
                 rows[name]["queries"] = int(keep.sum())
 
         results = OrderedDict()
@@ -103,7 +114,35 @@ class RetrievalEvaluator(DatasetEvaluator):
             for name, row in rows.items()
         ]
         title = f"Text-to-image retrieval on {self.dataset_name}" if self.dataset_name else ""
+        subsets = "subset rows: the subset's own images" if self.subset_gallery == "subset" else ""
         logger.info(
-            f"{title} (gallery {len(self.split.images)}; RSum = R1 + R5 + R10, text-to-image):\n"
+            f"{title} (gallery {len(self.split.images)}{'; ' + subsets if subsets else ''}; "
+            "RSum = R1 + R5 + R10, text-to-image):\n"
             + tabulate(table, headers=headers, tablefmt="pipe")
         )
+
+
+def chance_r1(split, subset_gallery="all"):
+    """Expected R1 (percent) of a random ranking, overall and per subset.
+
+    For each query, the chance that a random gallery item is one of its positives; averaged over
+    the queries. ``subset_gallery`` as in :class:`RetrievalEvaluator`.
+    """
+
+    def expected(queries, gallery):
+        counts = {}
+        for image in gallery:
+            counts[image.pid] = counts.get(image.pid, 0) + 1
+        shares = [counts.get(q.pid, 0) / len(gallery) for q in queries]
+        return 100 * sum(shares) / len(shares) if shares else float("nan")
+
+    out = {"all": expected(split.captions, split.images)}
+    for name, image_ids in sorted(split.subsets.items()):
+        members = set(image_ids)
+        queries = [q for q in split.captions if q.image_id in members]
+        gallery = split.images
+        if subset_gallery == "subset":
+            gallery = [split.images[i] for i in sorted(members)]
+        if queries:
+            out[name] = expected(queries, gallery)
+    return out

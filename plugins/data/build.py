@@ -43,6 +43,22 @@ def is_text_dataset(name):
     return isinstance(cls, type) and issubclass(cls, TextReIDDataset)
 
 
+def loads_thermal(cfg):
+    """Whether loaders read the thermal image of RGBT pairs (not for RGB-only models)."""
+    return cfg.MODEL.RETRIEVAL.FUSION != "rgb"
+
+
+def load_images(item, transform, load_thermal):
+    """``{"images": ...}`` or, for a pair, ``{"images", "t_images"}`` with one shared flip.
+
+    item: a ``CaptionItem`` or ``GalleryImage`` (``img_path``, ``t_path``).
+    """
+    if item.t_path and load_thermal:
+        rgb, thermal = transform(read_image(item.img_path), read_image(item.t_path))
+        return {"images": rgb, "t_images": thermal}
+    return {"images": transform(read_image(item.img_path))}
+
+
 class TextViews:
     """Turn a caption into the token-id views a model trains on.
 
@@ -117,11 +133,7 @@ class CaptionTrainSet(Dataset):
     def __getitem__(self, index):
         item = self.img_items[index]
         out = {"targets": item.pid, "image_ids": item.image_id}
-        if item.t_path and self.load_thermal:
-            rgb, thermal = self.transform(read_image(item.img_path), read_image(item.t_path))
-            out["images"], out["t_images"] = rgb, thermal
-        else:
-            out["images"] = self.transform(read_image(item.img_path))
+        out.update(load_images(item, self.transform, self.load_thermal))
         out.update(self.text_views(item.caption, item.no_color_caption))
         return out
 
@@ -143,7 +155,7 @@ def build_text_train_loader(cfg):
         items,
         PairTransform.from_config(cfg, is_train=True),
         TextViews.from_config(cfg),
-        load_thermal=cfg.MODEL.RETRIEVAL.FUSION != "rgb",
+        load_thermal=loads_thermal(cfg),
     )
     mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
     if cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler":
@@ -188,11 +200,7 @@ class RetrievalTestSet(Dataset):
             return {"text": text, "pids": query.pid, "index": index}
         image = self.split.images[index - self.num_queries]
         out = {"pids": image.pid, "index": index}
-        if image.t_path and self.load_thermal:
-            rgb, thermal = self.transform(read_image(image.img_path), read_image(image.t_path))
-            out["images"], out["t_images"] = rgb, thermal
-        else:
-            out["images"] = self.transform(read_image(image.img_path))
+        out.update(load_images(image, self.transform, self.load_thermal))
         return out
 
 
@@ -220,7 +228,7 @@ def build_text_test_loader(cfg, split):
         split,
         PairTransform.from_config(cfg, is_train=False),
         cfg.INPUT.TEXT.CONTEXT_LENGTH,
-        load_thermal=cfg.MODEL.RETRIEVAL.FUSION != "rgb",
+        load_thermal=loads_thermal(cfg),
     )
     batch_size = max(1, cfg.TEST.IMS_PER_BATCH // comm.get_world_size())
     loader = torch.utils.data.DataLoader(

@@ -28,11 +28,13 @@ TINY = [
 ]  # fmt: skip
 
 
-def train_net(config, data_root, *opts, eval_only=False):
+def train_net(config, data_root, *opts, eval_only=False, resume=False):
     """Run tools/train_net.py; returns its combined output (fails the test on a non-zero exit)."""
     cmd = [sys.executable, TRAIN_NET, "--config-file", os.path.join(ROOT, config)]
     if eval_only:
         cmd.append("--eval-only")
+    if resume:
+        cmd.append("--resume")
     env = dict(os.environ, FASTREID_DATASETS=data_root, HF_HUB_OFFLINE="1")
     proc = subprocess.run(
         cmd + TINY + list(opts), env=env, capture_output=True, text=True, timeout=600, cwd=ROOT

@@ -1,7 +1,9 @@
 """Train and test loaders for text retrieval (text-to-image and text-to-RGBT) on fast-reid's loaders.
 
-Training: one item per caption; fast-reid's ``NaiveIdentitySampler`` (PK) draws the batches and
-``build_reid_train_loader`` wraps them, so DDP sharding and GPU prefetch come from fast-reid.
+Training: one item per caption; the plugin's samplers (``plugins.data.samplers``: IRRA's random
+batches or PK identity batches) draw ``(index, sample_seed)`` and fast-reid's
+``build_reid_train_loader`` wraps them, so GPU prefetch comes from fast-reid. Each sample's
+augmentation and masking are drawn from its own seed: batches are reproducible and resumable.
 Test: one dataset of caption queries followed by gallery images, cut into homogeneous batches
 (a batch holds only captions or only images), so fast-reid's ``inference_on_dataset`` drives the
 model and the evaluator sees ``{"text": ...}`` and ``{"images": ...}`` batches.
@@ -11,13 +13,14 @@ import logging
 import os
 
 import torch
-from fastreid.data import build_reid_train_loader, samplers
+from fastreid.data import build_reid_train_loader
 from fastreid.data.build import fast_batch_collator
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 from torch.utils.data import Dataset, Sampler
 
 from . import captions
+from .samplers import build_sampler
 from .transforms import PairTransform, read_image, seeded_numpy_rng
 
 logger = logging.getLogger(__name__)
@@ -48,15 +51,18 @@ def loads_thermal(cfg):
     return cfg.MODEL.RETRIEVAL.FUSION != "rgb"
 
 
-def load_images(item, transform, load_thermal):
-    """``{"images": ...}`` or, for a pair, ``{"images", "t_images"}`` with one shared flip.
+def load_images(item, transform, load_thermal, generator=None):
+    """``{"images": ...}`` or, for a pair, ``{"images", "t_images"}`` augmented as one.
 
-    item: a ``CaptionItem`` or ``GalleryImage`` (``img_path``, ``t_path``).
+    item: a ``CaptionItem`` or ``GalleryImage`` (``img_path``, ``t_path``); generator: the
+    ``torch.Generator`` of the sample's random steps (None: torch's global RNG).
     """
     if item.t_path and load_thermal:
-        rgb, thermal = transform(read_image(item.img_path), read_image(item.t_path))
+        rgb, thermal = transform(
+            read_image(item.img_path), read_image(item.t_path), generator=generator
+        )
         return {"images": rgb, "t_images": thermal}
-    return {"images": transform(read_image(item.img_path))}
+    return {"images": transform(read_image(item.img_path), generator=generator)}
 
 
 class TextViews:
@@ -77,12 +83,13 @@ class TextViews:
         self.context_length = context_length
         self.mlm_prob = mlm_prob
 
-    def __call__(self, caption, no_color_caption=""):
+    def __call__(self, caption, no_color_caption="", generator=None):
+        """generator: the ``torch.Generator`` random masking draws from (None: global RNG)."""
         length = self.context_length
         out = {"text": captions.tokenize(caption, length)}
         if not self.views:
             return out
-        rng = seeded_numpy_rng()
+        rng = seeded_numpy_rng(generator)
         if "mlm" in self.views:
             ids, labels = captions.mlm_mask(out["text"], rng, prob=self.mlm_prob)
             out["text_mlm"], out["text_mlm_labels"] = ids, labels
@@ -111,7 +118,8 @@ class CaptionTrainSet(Dataset):
     """Training set of ``CaptionItem``s: images (or RGB + thermal pairs) with their caption views.
 
     Returns dicts with ``images`` (3, H, W) in 0-255, ``t_images`` for pairs, ``targets`` (pid),
-    ``image_ids`` and the text views of ``TextViews``.
+    ``image_ids`` and the text views of ``TextViews``. Indexed by ``(index, sample_seed)`` (the
+    plugin's samplers) every random step comes from that seed; a plain index uses torch's RNG.
     """
 
     def __init__(self, items, transform, text_views, load_thermal=True):
@@ -130,16 +138,19 @@ class CaptionTrainSet(Dataset):
     def __len__(self):
         return len(self.img_items)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         item = self.img_items[index]
         out = {"targets": item.pid, "image_ids": item.image_id}
-        out.update(load_images(item, self.transform, self.load_thermal))
-        out.update(self.text_views(item.caption, item.no_color_caption))
+        out.update(load_images(item, self.transform, self.load_thermal, generator))
+        out.update(self.text_views(item.caption, item.no_color_caption, generator))
         return out
 
 
 def build_text_train_loader(cfg):
-    """PK-sampled training loader over the captions of every dataset in ``DATASETS.NAMES``."""
+    """Training loader over the captions of every dataset in ``DATASETS.NAMES``, batched by
+    ``DATALOADER.SAMPLER_TRAIN`` (checked to form a batch before training starts)."""
     items = []
     for name in cfg.DATASETS.NAMES:
         data = build_text_dataset(cfg, name)
@@ -157,16 +168,7 @@ def build_text_train_loader(cfg):
         TextViews.from_config(cfg),
         load_thermal=loads_thermal(cfg),
     )
-    mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-    if cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler":
-        sampler = samplers.NaiveIdentitySampler(items, mini_batch, cfg.DATALOADER.NUM_INSTANCE)
-    elif cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
-        sampler = samplers.TrainingSampler(len(items))
-    else:
-        raise ValueError(
-            f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported for "
-            "caption datasets; use NaiveIdentitySampler or TrainingSampler."
-        )
+    sampler = build_sampler(cfg, [item.pid for item in items])
     return build_reid_train_loader(
         train_set=train_set,
         sampler=sampler,

@@ -78,6 +78,10 @@ class CrossModalTransformer(nn.Module):
         depth (int): number of self-attention blocks after the cross-attention (>= 0).
     """
 
+    # Submodules IRRA's optimizer treats as new cross-modal layers (its ``cross*`` names); the
+    # pre/post LayerNorms correspond to IRRA's ``ln_pre_t`` / ``ln_pre_i`` / ``ln_post``.
+    NEW_LAYERS = ("cross_attn", "blocks")
+
     def __init__(self, width, heads, depth):
         super().__init__()
         if width % heads:

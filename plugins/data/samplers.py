@@ -1,0 +1,253 @@
+"""Training samplers: random caption batches (IRRA's) and identity (PK) batches.
+
+Both are infinite streams of ``(index, sample_seed)`` built epoch by epoch:
+
+- each epoch's order comes from its own generator seeded by ``(seed, epoch)``, so the stream does
+  not depend on anything drawn before it (evaluation, a restart);
+- ``sample_seed`` (from ``(seed, epoch, batch)``) seeds that sample's augmentation and masking,
+  so a batch is the same whichever worker process builds it;
+- the stream can start at any batch (``set_start``): a resumed run sees exactly the batches the
+  uninterrupted run would have seen;
+- an epoch is a list of global batches of ``batch_size`` items; with several processes each
+  global batch is cut into one mini-batch per process (whole identities for PK batches), and a
+  batch never holds one item twice.
+
+``check_batches`` runs before training: a batch that can never be filled stops the run with a
+message saying what to change (fast-reid's identity sampler would wait forever).
+"""
+
+import logging
+from collections import defaultdict, deque
+
+import numpy as np
+from fastreid.utils import comm
+from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IdentityBatchSampler", "RandomBatchSampler", "SamplerConfigError", "build_sampler"]
+
+# fast-reid's sampler names are accepted and mean the plugin's sampler of the same kind.
+SAMPLER_NAMES = {
+    "RandomSampler": "random",
+    "TrainingSampler": "random",
+    "IdentitySampler": "identity",
+    "NaiveIdentitySampler": "identity",
+}
+
+
+class SamplerConfigError(ValueError):
+    """The batch configuration cannot be served by the training set."""
+
+
+class EpochBatchSampler(Sampler):
+    """Base of the plugin's training samplers: an endless stream of ``(index, sample_seed)``.
+
+    Subclasses define ``epoch_batches(rng)``: the epoch's mini-batches as lists of item indices,
+    ``world_size`` consecutive mini-batches forming one global batch.
+
+    Args:
+        batch_size (int): global batch size (all processes together).
+        seed (int): base seed of every epoch's order; None draws one shared by all processes.
+        rank, world_size (int): this process and the number of processes (default: from
+            ``torch.distributed``).
+    """
+
+    def __init__(self, batch_size, seed=None, rank=None, world_size=None):
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+        if batch_size <= 0 or batch_size % self.world_size:
+            raise SamplerConfigError(
+                f"SOLVER.IMS_PER_BATCH={batch_size} must be a positive multiple of the number of "
+                f"processes ({self.world_size})."
+            )
+        self.batch_size = batch_size
+        self.mini_batch = batch_size // self.world_size
+        self.seed = int(comm.shared_random_seed() if seed is None or seed < 0 else seed)
+        self.start_batch = 0
+        self._lengths = {}
+
+    def epoch_batches(self, rng):
+        raise NotImplementedError
+
+    def global_batches(self, epoch):
+        """Epoch ``epoch`` as a list of global batches, each a list of ``world_size`` mini-batches."""
+        minis = self.epoch_batches(np.random.default_rng([self.seed, epoch]))
+        count = len(minis) // self.world_size
+        return [minis[i * self.world_size : (i + 1) * self.world_size] for i in range(count)]
+
+    def batches_in_epoch(self, epoch):
+        if epoch not in self._lengths:
+            self._lengths[epoch] = len(self.global_batches(epoch))
+        return self._lengths[epoch]
+
+    def set_start(self, batch):
+        """Start the stream at global batch ``batch`` (the batches a run has consumed)."""
+        self.start_batch = int(batch)
+
+    def state_dict(self):
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state):
+        self.seed = int(state["seed"])
+        self._lengths = {}
+
+    def _locate(self, batch):
+        """(epoch, batch within epoch) of global batch number ``batch``."""
+        epoch = 0
+        while batch >= self.batches_in_epoch(epoch):
+            batch -= self.batches_in_epoch(epoch)
+            epoch += 1
+        return epoch, batch
+
+    def __iter__(self):
+        epoch, first = self._locate(self.start_batch)
+        while True:
+            batches = self.global_batches(epoch)
+            for b in range(first, len(batches)):
+                seeds = np.random.default_rng([self.seed, epoch, b]).integers(
+                    0, 2**63 - 1, self.batch_size
+                )
+                offset = self.rank * self.mini_batch
+                for slot, index in enumerate(batches[b][self.rank]):
+                    yield int(index), int(seeds[offset + slot])
+            epoch, first = epoch + 1, 0
+
+    def check_batches(self):
+        """Raise ``SamplerConfigError`` when not one global batch can be formed."""
+        if self.batches_in_epoch(0) == 0:
+            raise SamplerConfigError(self.shortage())
+
+    def shortage(self):
+        raise NotImplementedError
+
+
+class RandomBatchSampler(EpochBatchSampler):
+    """Uniformly shuffled items, as IRRA trains (``shuffle=True``); the last partial batch of an
+    epoch is dropped, so no batch holds an item twice.
+
+    Args:
+        num_items (int): training set size.
+        batch_size, seed, rank, world_size: see ``EpochBatchSampler``.
+    """
+
+    def __init__(self, num_items, batch_size, seed=None, rank=None, world_size=None):
+        super().__init__(batch_size, seed, rank, world_size)
+        self.num_items = num_items
+
+    def epoch_batches(self, rng):
+        order = rng.permutation(self.num_items)
+        count = self.num_items // self.mini_batch
+        return [order[i * self.mini_batch : (i + 1) * self.mini_batch] for i in range(count)]
+
+    def shortage(self):
+        return (
+            f"SOLVER.IMS_PER_BATCH={self.batch_size} is larger than the training set "
+            f"({self.num_items} items): lower SOLVER.IMS_PER_BATCH."
+        )
+
+
+class IdentityBatchSampler(EpochBatchSampler):
+    """PK batches: mini-batches of ``mini_batch / K`` identities with ``K`` items each.
+
+    Per epoch every identity's items are shuffled and cut into groups of ``K`` (a last partial
+    group is dropped, unless the identity has fewer than ``K`` items: then it comes with the ones
+    it has); the groups are shuffled and packed into batches that never hold one item twice and
+    hold each identity in one process's mini-batch only. What cannot be placed by the end of an
+    epoch is left out of it.
+
+    Args:
+        pids (list[int]): identity of each training item.
+        batch_size (int): global batch size.
+        num_instances (int): K, items per identity in a batch.
+        seed, rank, world_size: see ``EpochBatchSampler``.
+    """
+
+    def __init__(self, pids, batch_size, num_instances, seed=None, rank=None, world_size=None):
+        super().__init__(batch_size, seed, rank, world_size)
+        if num_instances <= 0:
+            raise SamplerConfigError(
+                f"DATALOADER.NUM_INSTANCE={num_instances}: identity batches need at least one "
+                "item per identity (IRRA-style configs use DATALOADER.SAMPLER_TRAIN RandomSampler)."
+            )
+        if self.mini_batch % num_instances:
+            raise SamplerConfigError(
+                f"SOLVER.IMS_PER_BATCH={batch_size} over {self.world_size} process(es) gives "
+                f"{self.mini_batch} items per process, not a multiple of DATALOADER.NUM_INSTANCE="
+                f"{num_instances}: make the per-process batch a multiple of NUM_INSTANCE."
+            )
+        self.num_instances = num_instances
+        self.pids = np.asarray(pids)
+        groups = defaultdict(list)
+        for index, pid in enumerate(pids):
+            groups[int(pid)].append(index)
+        self.index_by_pid = {pid: np.asarray(indices) for pid, indices in sorted(groups.items())}
+
+    def epoch_batches(self, rng):
+        k = self.num_instances
+        chunks = []
+        for pid in rng.permutation(list(self.index_by_pid)):
+            items = rng.permutation(self.index_by_pid[int(pid)])
+            full = len(items) // k
+            if full == 0:
+                chunks.append(items)
+            chunks.extend(items[i * k : (i + 1) * k] for i in range(full))
+        pending = deque(chunks[i] for i in rng.permutation(len(chunks)))
+        # Pack mini-batches; an identity appears at most once per global batch, so each process
+        # holds whole identities. A group that does not fit the rest of a mini-batch gives it
+        # its head; the tail waits, with groups of identities already in the batch, for the
+        # next global batch.
+        batches, current, in_batch, deferred = [], [], set(), []
+        while pending:
+            chunk = pending.popleft()
+            pid = int(self.pids[chunk[0]])
+            if pid in in_batch:
+                deferred.append(chunk)
+                continue
+            space = self.mini_batch - len(current)
+            current.extend(chunk[:space].tolist())
+            in_batch.add(pid)
+            if len(chunk) > space:
+                deferred.append(chunk[space:])
+            if len(current) == self.mini_batch:
+                batches.append(current)
+                current = []
+                if len(batches) % self.world_size == 0:
+                    in_batch = set()
+                    pending.extendleft(reversed(deferred))
+                    deferred = []
+        return batches
+
+    def shortage(self):
+        k = self.num_instances
+        sizes = [len(v) for v in self.index_by_pid.values()]
+        return (
+            f"one batch of SOLVER.IMS_PER_BATCH={self.batch_size} (DATALOADER.NUM_INSTANCE={k}, "
+            f"so {self.mini_batch // k} identities per process and batch) cannot be formed: the "
+            f"training set has {len(sizes)} identities and {sum(sizes)} items "
+            f"({sum(s >= k for s in sizes)} identities with at least {k}). Lower "
+            "SOLVER.IMS_PER_BATCH, or use more identities."
+        )
+
+
+def build_sampler(cfg, pids):
+    """The training sampler ``DATALOADER.SAMPLER_TRAIN`` names, over items with these ``pids``;
+    checked to form at least one batch."""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name not in SAMPLER_NAMES:
+        raise SamplerConfigError(
+            f"DATALOADER.SAMPLER_TRAIN={name!r} is not supported for caption datasets; use "
+            "RandomSampler (IRRA's random batches) or IdentitySampler (PK batches)."
+        )
+    seed = cfg.SEED if cfg.SEED >= 0 else None
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if SAMPLER_NAMES[name] == "random":
+        sampler = RandomBatchSampler(len(pids), batch, seed)
+    else:
+        sampler = IdentityBatchSampler(pids, batch, cfg.DATALOADER.NUM_INSTANCE, seed)
+    sampler.check_batches()
+    logger.info(
+        f"Training sampler {type(sampler).__name__}: {sampler.batches_in_epoch(0)} batches of "
+        f"{batch} in the first epoch (seed {sampler.seed})"
+    )
+    return sampler

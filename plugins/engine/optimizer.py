@@ -1,0 +1,125 @@
+"""Optimizer construction: fast-reid's parameter groups or IRRA's, with Adam's betas and eps.
+
+IRRA (Jiang & Ye, CVPR'23) builds one group per parameter, in this order of rules:
+
+1. a newly initialised cross-modal layer: lr x ``lr_factor`` (5);
+2. a name containing ``bias`` (``in_proj_bias`` included): lr x ``bias_lr_factor`` (2), weight
+   decay ``weight_decay_bias`` (0); this overrides rule 1;
+3. the identity classifier or the MLM head: lr x ``lr_factor``, keeping rule 2's weight decay
+   (so their biases train at 5x without decay);
+
+and every other parameter, LayerNorm weights included, at the base lr with ``weight_decay``.
+IRRA's own new LayerNorms around its cross-modal encoder (``ln_pre_t``, ``ln_pre_i``,
+``ln_post``) match no rule and stay at 1x. Models say which of their parameters are new through
+``new_layers()``, which returns ``{"cross": prefixes, "head": prefixes}`` (rule 1 and rule 3).
+"""
+
+import logging
+import re
+
+import torch
+from fastreid.solver import build as solver_build
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_plugin_optimizer", "irra_param_groups"]
+
+
+def _new_layer_prefixes(model):
+    new = getattr(model, "new_layers", None)
+    roles = new() if callable(new) else {}
+    return tuple(roles.get("cross", ())), tuple(roles.get("head", ()))
+
+
+def irra_param_groups(
+    model,
+    base_lr,
+    weight_decay,
+    bias_lr_factor=2.0,
+    weight_decay_bias=0.0,
+    new_lr_factor=5.0,
+    freeze_layers=(),
+):
+    """One optimizer group per trainable parameter, by IRRA's rules (module docstring).
+
+    Returns:
+        list[dict]: ``{"params": [p], "lr", "weight_decay", "name", "freeze_status"}``.
+    """
+    cross, head = _new_layer_prefixes(model)
+    frozen = [re.compile(pattern) for pattern in freeze_layers]
+    groups = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr, decay = base_lr, weight_decay
+        if name.startswith(cross):
+            lr = base_lr * new_lr_factor
+        if "bias" in name:
+            lr, decay = base_lr * bias_lr_factor, weight_decay_bias
+        if name.startswith(head):
+            lr = base_lr * new_lr_factor
+        status = "freeze" if any(p.match(name) for p in frozen) else "normal"
+        groups.append(
+            {
+                "params": [param],
+                "lr": lr,
+                "weight_decay": decay,
+                "name": name,
+                "freeze_status": status,
+            }
+        )
+    return groups
+
+
+def build_plugin_optimizer(cfg, model):
+    """``(optimizer, params)`` as fast-reid's ``build_optimizer`` returns them.
+
+    ``SOLVER.PARAM_GROUPS`` picks the groups (``fastreid`` or ``irra``); Adam and AdamW get
+    ``SOLVER.ADAM_BETAS`` / ``SOLVER.ADAM_EPS``. Other optimizers go through fast-reid.
+    """
+    solver = cfg.SOLVER
+    if solver.PARAM_GROUPS not in ("fastreid", "irra"):
+        raise ValueError(f"SOLVER.PARAM_GROUPS={solver.PARAM_GROUPS!r}; expected fastreid or irra")
+    freeze = cfg.MODEL.FREEZE_LAYERS if solver.FREEZE_ITERS > 0 else []
+    if solver.PARAM_GROUPS == "fastreid":
+        if solver.OPT not in ("Adam", "AdamW"):
+            return solver_build.build_optimizer(cfg, model, contiguous=False)
+        params = solver_build.get_default_optimizer_params(
+            model,
+            base_lr=solver.BASE_LR,
+            weight_decay=solver.WEIGHT_DECAY,
+            weight_decay_norm=solver.WEIGHT_DECAY_NORM,
+            bias_lr_factor=solver.BIAS_LR_FACTOR,
+            heads_lr_factor=solver.HEADS_LR_FACTOR,
+            weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
+            freeze_layers=freeze,
+        )
+    else:
+        params = irra_param_groups(
+            model,
+            solver.BASE_LR,
+            solver.WEIGHT_DECAY,
+            bias_lr_factor=solver.BIAS_LR_FACTOR,
+            weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
+            new_lr_factor=solver.NEW_LAYERS_LR_FACTOR,
+            freeze_layers=freeze,
+        )
+    if solver.OPT == "SGD":
+        opt_class, kwargs = (
+            torch.optim.SGD,
+            {"momentum": solver.MOMENTUM, "nesterov": solver.NESTEROV},
+        )
+    elif solver.OPT in ("Adam", "AdamW"):
+        opt_class = getattr(torch.optim, solver.OPT)
+        kwargs = {"betas": tuple(solver.ADAM_BETAS), "eps": solver.ADAM_EPS}
+    else:
+        opt_class, kwargs = getattr(torch.optim, solver.OPT), {}
+    opt_class = solver_build.maybe_add_gradient_clipping(cfg, opt_class)
+    opt_class = solver_build.maybe_add_freeze_layer(cfg, opt_class)
+    optimizer = opt_class(params, lr=solver.BASE_LR, **kwargs)
+    logger.info(
+        f"Optimizer {solver.OPT} ({solver.PARAM_GROUPS} parameter groups, {len(params)} groups, "
+        + ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        + ")"
+    )
+    return optimizer, params

@@ -17,14 +17,21 @@ def add_plugins_config(cfg):
     _C.MODEL.DEVICE = "auto"
     _C.MODEL.PIXEL_MEAN = list(CLIP_PIXEL_MEAN)
     _C.MODEL.PIXEL_STD = list(CLIP_PIXEL_STD)
+    # Build the parts only training uses (identity classifier, auxiliary reconstruction heads).
+    # --eval-only sets it False: evaluation needs no training set to size a classifier.
+    _C.MODEL.TRAINING_HEADS = True
 
     _C.MODEL.CLIP = CN()
     # open_clip architecture ("ViT-B-16", "RN50", ...), a JSON in plugins/modeling/model_configs
     # ("tiny-vit"), or a path to an open_clip JSON model config.
     _C.MODEL.CLIP.NAME = "ViT-B-16"
     # Local weight file: OpenAI .pt (TorchScript or state dict), open_clip .bin/.pt/.safetensors.
-    # Empty: random initialisation.
+    # Loaded exactly when MODEL.BACKBONE.PRETRAIN is True, which then requires a file; with
+    # PRETRAIN False it must be empty (random initialisation).
     _C.MODEL.CLIP.WEIGHTS = ""
+    # Let a weights file that needs full unpickling load. Unpickling can run any code the file
+    # carries: set True only for a file you trust. False: such a file is refused.
+    _C.MODEL.CLIP.ALLOW_PICKLE = False
     # Patch stride; < patch size gives overlapping patches. 0: the patch size.
     _C.MODEL.CLIP.STRIDE = 0
     _C.MODEL.CLIP.VOCAB_SIZE = 49409  # 49408 BPE tokens + <|mask|>
@@ -35,6 +42,9 @@ def add_plugins_config(cfg):
     # How the image side is formed: "rgb" (the only or RGB image), "t" (thermal alone),
     # "add" (element-wise sum of RGB and thermal tokens), "cat" (concatenate + linear).
     _C.MODEL.RETRIEVAL.FUSION = "rgb"
+    # Cat's linear layer: "default" (PyTorch's initialisation, the paper's Cat) or "average"
+    # (starts at exactly (V + T) / 2, i.e. as Add).
+    _C.MODEL.RETRIEVAL.CAT_INIT = "default"
     _C.MODEL.RETRIEVAL.SDM_WEIGHT = 1.0
     # 1 / tau of the similarity distribution in SDM; IRRA uses tau = 0.02.
     _C.MODEL.RETRIEVAL.LOGIT_SCALE = 50.0
@@ -56,6 +66,15 @@ def add_plugins_config(cfg):
     _C.DATALOADER.TEST_NUM_WORKERS = 2
     # Iterations between metric printouts (fast-reid hard-codes 200).
     _C.SOLVER.LOG_PERIOD = 20
+    # Parameter groups: "fastreid" (fast-reid's rules: BIAS_LR_FACTOR for parameters named
+    # "bias", HEADS_LR_FACTOR for model.heads, WEIGHT_DECAY_NORM) or "irra" (IRRA's rules, see
+    # plugins/engine/optimizer.py: every *bias at BIAS_LR_FACTOR without decay, the model's newly
+    # initialised layers at NEW_LAYERS_LR_FACTOR, WEIGHT_DECAY on weights and norms alike).
+    _C.SOLVER.PARAM_GROUPS = "fastreid"
+    _C.SOLVER.NEW_LAYERS_LR_FACTOR = 5.0  # IRRA's lr_factor
+    # Adam / AdamW betas and eps (torch's defaults; IRRA trains with eps 1e-3).
+    _C.SOLVER.ADAM_BETAS = [0.9, 0.999]
+    _C.SOLVER.ADAM_EPS = 1e-8
     # Also report image-to-text retrieval.
     _C.TEST.I2T = False
     # Gallery of a challenge subset's queries: "all" test images, or "subset" (its own images).

@@ -1,7 +1,10 @@
 """CLIP building, local weight loading, token encoders and the fast-reid backbone (CPU, offline)."""
 
+import argparse
 import json
+import logging
 import os
+import re
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,9 +23,11 @@ from plugins.modeling.clip import (  # noqa: E402
     SOT_TOKEN_ID,
     CLIPDualEncoder,
     CLIPImageEncoder,
+    CLIPPickleError,
     CLIPTextEncoder,
     CLIPWeightsError,
     build_clip_model,
+    build_clip_model_from_cfg,
     count_parameters,
     eot_positions,
     get_clip_config,
@@ -54,14 +59,24 @@ def tiny_vit():
 
 
 # --------------------------------------------------------------------------------- building
-def test_tiny_vit_shapes_match_open_clip(tiny_vit):
-    encoder = CLIPImageEncoder(tiny_vit.visual)
-    assert encoder.grid_size == (8, 4) and encoder.embed_dim == 64
+def encode_against_reference(model, grid_size):
+    """Encoder of ``model.visual`` checked for ``grid_size``, with its outputs on ``images()``.
+
+    Returns (encoder, global (2, D), tokens (2, N, D), model.encode_image reference (2, D)).
+    """
+    encoder = CLIPImageEncoder(model.visual)
+    assert encoder.grid_size == grid_size and encoder.embed_dim == 64
     x = images()
     with torch.no_grad():
         global_feat, tokens = encoder(x)
-        all_tokens = encoder.forward_tokens(x)
-        reference = tiny_vit.encode_image(x)
+        reference = model.encode_image(x)
+    return encoder, global_feat, tokens, reference
+
+
+def test_tiny_vit_shapes_match_open_clip(tiny_vit):
+    encoder, global_feat, tokens, reference = encode_against_reference(tiny_vit, (8, 4))
+    with torch.no_grad():
+        all_tokens = encoder.forward_tokens(images())
     assert global_feat.shape == (2, 64) and tokens.shape == (2, 32, 64)
     assert all_tokens.shape == (2, 33, 64)
     torch.testing.assert_close(all_tokens[:, 0], global_feat)
@@ -84,13 +99,7 @@ def test_tiny_vit_overlapping_stride():
 
 def test_tiny_rn_shapes_match_open_clip():
     torch.manual_seed(0)
-    model = tiny("tiny-rn")
-    encoder = CLIPImageEncoder(model.visual)
-    assert encoder.grid_size == (2, 1) and encoder.embed_dim == 64
-    x = images()
-    with torch.no_grad():
-        global_feat, tokens = encoder(x)
-        reference = model.encode_image(x)
+    _, global_feat, tokens, reference = encode_against_reference(tiny("tiny-rn"), (2, 1))
     assert global_feat.shape == (2, 64) and tokens.shape == (2, 2, 64)
     torch.testing.assert_close(global_feat, reference)
     with pytest.raises(ValueError, match="divisible by 32"):
@@ -253,8 +262,17 @@ def test_wrong_architecture_reports_keys(tmp_path, tiny_vit):
 @pytest.mark.parametrize(
     "weights, needles",
     [
-        ("/nonexistent/ViT-B-16.pt", ["no such file", "MODEL.CLIP.WEIGHTS"]),
-        ("missing.safetensors", ["no such file"]),
+        (
+            "/nonexistent/ViT-B-16.pt",
+            ["no such file: /nonexistent/ViT-B-16.pt", "MODEL.CLIP.WEIGHTS"],
+        ),
+        ("missing.safetensors", ["no such file: missing.safetensors"]),
+        # Typos and relative paths are missing files, never download tags.
+        ("ViT-B-16.ptt", ["no such file: ViT-B-16.ptt", "MODEL.CLIP.WEIGHTS /path/to/ViT-L-14.pt"]),
+        ("weights/ViT-B-16", ["no such file: weights/ViT-B-16"]),
+        ("./ViT-B-16", ["no such file: ./ViT-B-16"]),
+        ("~/no-such-dir/ViT-B-16.pt", ["no such file: ", "no-such-dir/ViT-B-16.pt"]),
+        ("ViT-B-16", ["neither an existing file nor an open_clip download tag", "/path/to/"]),
         ("openai", ["download tag", "ViT-L-14.pt", "openaipublic", "MODEL.CLIP.WEIGHTS"]),
         ("laion2b_s32b_b82k", ["download tag", "huggingface.co/laion/"]),
         ("hf-hub:timm/vit_base_patch16_clip_224.openai", ["download tag", "huggingface.co/timm"]),
@@ -270,6 +288,58 @@ def test_unavailable_weights_fail_fast(weights, needles):
         assert needle in message, message
     # Building ViT-L-14 takes several seconds: the error must come before it.
     assert elapsed < 2.0
+    if "no such file" in needles[0]:
+        assert "download tag" not in message, message
+
+
+def test_mistyped_extension_of_an_existing_file(tmp_path, tiny_vit):
+    path = tmp_path / "ViT-tiny.pt"
+    torch.save(tiny_vit.state_dict(), path)
+    with pytest.raises(CLIPWeightsError, match="no such file: " + re.escape(f"{path}t")):
+        tiny("tiny-vit", weights=f"{path}t")
+    with pytest.raises(CLIPWeightsError, match="is a directory"):
+        tiny("tiny-vit", weights=str(tmp_path))
+
+
+class _CreatesFile:
+    """Unpickling this object opens (creates) ``path``: stands in for any code a pickle runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, tiny_vit):
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": tiny_vit.state_dict(), "extra": _CreatesFile(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(CLIPPickleError) as info:
+        tiny("tiny-vit", weights=str(path))
+    message = str(info.value)
+    assert "MODEL.CLIP.ALLOW_PICKLE True" in message and str(path) in message, message
+    assert "open" in message  # names what the file pickles
+    cfg = _reid_cfg(WEIGHTS=str(path))
+    cfg.MODEL.BACKBONE.PRETRAIN = True
+    with pytest.raises(CLIPPickleError, match="MODEL.CLIP.ALLOW_PICKLE"):
+        build_clip_model_from_cfg(cfg)
+    assert not marker.exists(), "unpickling ran code from the checkpoint"
+
+
+def test_pickled_checkpoint_loads_only_when_allowed(tmp_path, tiny_vit):
+    # A training checkpoint carrying its argparse options: harmless, but needs full unpickling.
+    path = tmp_path / "train.pth"
+    torch.save({"state_dict": tiny_vit.state_dict(), "args": argparse.Namespace(lr=1e-5)}, path)
+    cfg = _reid_cfg(WEIGHTS=str(path))
+    cfg.MODEL.BACKBONE.PRETRAIN = True
+    assert cfg.MODEL.CLIP.ALLOW_PICKLE is False
+    with pytest.raises(CLIPPickleError, match="argparse.Namespace.*MODEL.CLIP.ALLOW_PICKLE"):
+        build_clip_model_from_cfg(cfg)
+    cfg.MODEL.CLIP.ALLOW_PICKLE = True
+    assert_same_state(tiny_vit, build_clip_model_from_cfg(cfg).eval())
+    assert_same_state(tiny_vit, tiny("tiny-vit", weights=str(path), allow_pickle=True))
 
 
 # --------------------------------------------------------------------------------- text
@@ -357,16 +427,94 @@ def test_backbone_in_fastreid_baseline():
     assert feats.shape == (4, 64)
 
 
-def test_backbone_pretrain_flag_controls_weight_loading(tmp_path):
+def test_backbone_feat_dim_must_match():
     from fastreid.modeling import build_model
 
-    missing = str(tmp_path / "absent.pt")
-    build_model(_reid_cfg(WEIGHTS=missing))  # PRETRAIN False: weights come from MODEL.WEIGHTS
-    cfg = _reid_cfg(WEIGHTS=missing)
-    cfg.MODEL.BACKBONE.PRETRAIN = True
-    with pytest.raises(CLIPWeightsError):
-        build_model(cfg)
     cfg = _reid_cfg()
     cfg.MODEL.BACKBONE.FEAT_DIM = 512
     with pytest.raises(ValueError, match="FEAT_DIM"):
         build_model(cfg)
+
+
+# ------------------------------------------------------------- PRETRAIN / WEIGHTS from configs
+def _model_cfg(kind, weights="", pretrain=False):
+    """A tiny-vit config of each model that builds CLIP from a config (backbone, retrieval)."""
+    from plugins.engine import build_config
+
+    if kind == "backbone":
+        cfg = _reid_cfg()
+    else:
+        config = {"retrieval": "clip_sdm_rgb.yml", "mganet": "mganet.yml"}[kind]
+        opts = ["MODEL.CLIP.NAME", "tiny-vit", "MODEL.CLIP.STRIDE", "8", "MODEL.DEVICE", "cpu"]
+        opts += ["INPUT.SIZE_TRAIN", str(list(TINY_SIZE)), "INPUT.SIZE_TEST", str(list(TINY_SIZE))]
+        cfg = build_config(
+            os.path.join(os.path.dirname(__file__), "..", "configs", "Demo", config), opts
+        )
+    cfg.defrost()
+    cfg.MODEL.BACKBONE.PRETRAIN = pretrain
+    cfg.MODEL.CLIP.WEIGHTS = weights
+    return cfg
+
+
+def _visual(model):
+    """The CLIP vision tower inside a fast-reid Baseline or a retrieval model."""
+    encoder = model.backbone.encoder if hasattr(model, "backbone") else model.image_encoder
+    return encoder.visual
+
+
+MODEL_KINDS = ["backbone", "retrieval", "mganet"]
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_pretrain_without_weights_is_an_error(kind):
+    from fastreid.modeling import build_model
+
+    with pytest.raises(CLIPWeightsError) as info:
+        build_model(_model_cfg(kind, pretrain=True))
+    message = str(info.value)
+    for needle in (
+        "MODEL.BACKBONE.PRETRAIN is True but MODEL.CLIP.WEIGHTS is empty",
+        "MODEL.CLIP.WEIGHTS /path/to/tiny-vit.pt",
+        "MODEL.BACKBONE.PRETRAIN False",
+    ):
+        assert needle in message, message
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_weights_without_pretrain_is_an_error(kind, tmp_path, tiny_vit):
+    from fastreid.modeling import build_model
+
+    path = tmp_path / "clip.pt"
+    torch.save(tiny_vit.state_dict(), path)
+    with pytest.raises(
+        ValueError, match="ignored.*MODEL.BACKBONE.PRETRAIN True.*MODEL.CLIP.WEIGHTS"
+    ):
+        build_model(_model_cfg(kind, weights=str(path)))
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_pretrain_with_weights_loads_them(kind, tmp_path, tiny_vit):
+    from fastreid.modeling import build_model
+
+    path = tmp_path / "clip.pt"
+    torch.save(tiny_vit.state_dict(), path)
+    torch.manual_seed(123)  # a different random initialisation than tiny_vit's
+    model = build_model(_model_cfg(kind, weights=str(path), pretrain=True))
+    loaded = _visual(model).state_dict()
+    for key, value in tiny_vit.visual.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    with pytest.raises(CLIPWeightsError, match="no such file"):
+        build_model(_model_cfg(kind, weights=str(tmp_path / "absent.pt"), pretrain=True))
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_no_pretrain_no_weights_is_random_init_said_once(kind, caplog, tiny_vit):
+    from fastreid.modeling import build_model
+
+    caplog.set_level(logging.INFO, logger="plugins.modeling.clip")
+    torch.manual_seed(123)
+    model = build_model(_model_cfg(kind))
+    lines = [r for r in caplog.records if "random initialisation" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO, caplog.text
+    weight = _visual(model).conv1.weight
+    assert not torch.equal(weight, tiny_vit.visual.conv1.weight)

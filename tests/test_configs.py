@@ -14,6 +14,7 @@ from fastreid.modeling.backbones import BACKBONE_REGISTRY
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY, build_model
 
 from plugins.engine import build_config, resolve_device
+from plugins.modeling.clip import CLIPWeightsError, build_clip_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -22,14 +23,23 @@ CONFIGS = sorted(
     if not os.path.basename(p).startswith("Base-")
 )
 
+# MODEL.BACKBONE.PRETRAIN stays as each config sets it: random-initialisation configs must
+# say False themselves, the others get a tiny weights file (``tiny_clip_weights``).
 TINY = [
     "MODEL.CLIP.NAME", "tiny-vit",
     "MODEL.CLIP.STRIDE", "8",
-    "MODEL.BACKBONE.PRETRAIN", "False",
     "MODEL.HEADS.NUM_CLASSES", "5",
     "INPUT.SIZE_TRAIN", "[64, 32]",
     "INPUT.SIZE_TEST", "[64, 32]",
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_weights(tmp_path_factory):
+    """A tiny-vit CLIP state dict for TINY's image size, the file PRETRAIN True configs need."""
+    path = tmp_path_factory.mktemp("clip") / "tiny-vit.pt"
+    torch.save(build_clip_model("tiny-vit", image_size=(64, 32), stride=8).state_dict(), path)
+    return str(path)
 
 
 def test_there_are_configs():
@@ -47,17 +57,31 @@ def test_config_merges_and_names_registered_components(path):
     assert cfg.MODEL.DEVICE in ("cpu", "cuda")
     assert not os.path.isabs(cfg.OUTPUT_DIR), "configs must not hold absolute paths"
     assert not os.path.isabs(cfg.MODEL.CLIP.WEIGHTS or "x")
+    # Users pass the CLIP file; the Demo configs train from random initialisation, explicitly.
+    assert cfg.MODEL.CLIP.WEIGHTS == ""
+    assert cfg.MODEL.BACKBONE.PRETRAIN == (not path.startswith(os.path.join("configs", "Demo")))
 
 
 @pytest.mark.parametrize("path", CONFIGS)
-def test_config_builds_a_model(path):
+def test_config_builds_a_model(path, tiny_clip_weights):
     opts = list(TINY)
     cfg = build_config(os.path.join(ROOT, path))
     if cfg.MODEL.META_ARCHITECTURE == "Baseline":
         opts += ["MODEL.BACKBONE.FEAT_DIM", "64"]
+    if cfg.MODEL.BACKBONE.PRETRAIN:
+        opts += ["MODEL.CLIP.WEIGHTS", tiny_clip_weights]
     cfg = build_config(os.path.join(ROOT, path), opts + ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if not p.startswith(os.path.join("configs", "Demo"))]
+)
+def test_real_data_config_without_clip_weights_is_an_error(path):
+    cfg = build_config(os.path.join(ROOT, path), TINY + ["MODEL.DEVICE", "cpu"])
+    with pytest.raises(CLIPWeightsError, match="MODEL.CLIP.WEIGHTS is empty"):
+        build_model(cfg)
 
 
 def test_device_auto_resolves_to_an_available_device():

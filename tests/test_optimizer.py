@@ -65,9 +65,9 @@ def test_every_parameter_gets_irra_lr_and_weight_decay(mganet_optimizer):
     assert len(by_param) == len(trainable)
     for name, param in trainable.items():
         group = by_param[id(param)]
-        assert (group["lr"], group["weight_decay"]) == pytest.approx(
-            expected_lr_and_decay(name)
-        ), name
+        assert (group["lr"], group["weight_decay"]) == pytest.approx(expected_lr_and_decay(name)), (
+            name
+        )
 
 
 def test_irra_groups_on_the_names_that_matter(mganet_optimizer):
@@ -105,9 +105,7 @@ def test_adam_uses_irra_eps_and_betas(mganet_optimizer):
 
 
 def test_fastreid_groups_remain_available():
-    cfg = build_config(
-        "configs/Demo/mganet.yml", TINY_MGANET + ["SOLVER.PARAM_GROUPS", "fastreid"]
-    )
+    cfg = build_config("configs/Demo/mganet.yml", TINY_MGANET + ["SOLVER.PARAM_GROUPS", "fastreid"])
     model = build_model(cfg)
     optimizer, _ = build_plugin_optimizer(cfg, model)
     groups = optimizer.param_groups

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import re
@@ -16,10 +17,13 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The generator needs only numpy and PIL; loading the file on its own keeps these tests free of
-# the torch / fastreid import that the ``plugins`` package performs.
+# The generator needs only numpy and PIL; loading the package on its own keeps these tests free
+# of the torch / fastreid import that the ``plugins`` package performs.
+_PACKAGE = ROOT / "plugins" / "synthetic"
 _spec = importlib.util.spec_from_file_location(
-    "_synthetic_pedestrians_test", ROOT / "plugins" / "data" / "datasets" / "synthetic.py"
+    "_synthetic_pedestrians_test",
+    _PACKAGE / "__init__.py",
+    submodule_search_locations=[str(_PACKAGE)],
 )
 syn = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = syn
@@ -205,7 +209,7 @@ def test_thermal_ignores_clothing_colour():
     for pid in (1, 2, 3):
         ident = syn.make_identity(pid, 0)
         spec = _normal_spec(ident)
-        other = "white" if syn._lum(syn.PALETTE[ident.upper_color]) < 120 else "black"
+        other = "white" if syn.person.lum(syn.PALETTE[ident.upper_color]) < 120 else "black"
         a = syn.render(ident, spec)
         b = syn.render(dataclasses.replace(ident, upper_color=other), spec)
         assert a.thermal.mode == "L" and len(a.thermal.getbands()) == 1
@@ -221,7 +225,7 @@ def test_thermal_depends_on_garment_type():
     spec = _normal_spec(ident, view="front")
     a = syn.render(ident, spec)
     b = syn.render(dataclasses.replace(ident, upper="coat"), spec)
-    mask = a.labels[::2, ::2] == syn.L_UPPER
+    mask = a.labels[::2, ::2] == syn.canvas.L_UPPER
     assert mask.sum() > 100
     # the t-shirt is warmer (brighter) than a coat on the same body
     assert _arr(a.thermal)[mask].mean() > _arr(b.thermal)[mask].mean() + 20
@@ -261,7 +265,7 @@ def test_occlusion_hits_both_modalities():
     clear = syn.render(ident, spec)
     for kind in syn.OCCLUDERS:
         occ = syn.render(ident, dataclasses.replace(spec, challenge="occlusion", occluder=kind))
-        hidden = np.isin(occ.labels, [syn.L_OCC_A, syn.L_OCC_B, syn.L_OCC_C])
+        hidden = np.isin(occ.labels, [syn.canvas.L_OCC_A, syn.canvas.L_OCC_B, syn.canvas.L_OCC_C])
         person_before = (clear.labels >= 32) & (clear.labels < 48)
         assert (hidden & person_before).sum() > 0.1 * person_before.sum(), kind
         assert np.abs(_arr(occ.rgb) - _arr(clear.rgb)).mean() > 3
@@ -488,3 +492,80 @@ def test_cli(tmp_path):
     assert again.returncode != 0 and "overwrite" in again.stderr
     forced = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=120)
     assert forced.returncode == 0, forced.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# golden output: the bytes every writer produces for a tiny set
+# ---------------------------------------------------------------------------------------------
+
+# format -> (identities, writer keywords); seed 11, 32 x 16 images
+_GOLDEN_SETS = {
+    "rgbtpedes": (8, {"images_per_id": (1, 2), "empty_caption_prob": 0.3}),
+    "cuhkpedes": (4, {"images_per_id": (1, 2)}),
+    "regdb": (4, {"images_per_id": 2, "trials": 2, "captions_json": True}),
+    "llcm": (4, {"images_per_id": 1, "captions_json": True}),
+    "sysumm01": (5, {"images_per_id": 1, "captions_json": True}),
+}
+# Recorded from the generator as it was when these sets were introduced. A change of any file
+# (an image, an index / JSON file) or of the returned summary changes a digest: regenerate the
+# numbers only for an intended change of the output.
+_GOLDEN = {
+    "rgbtpedes": {
+        "files": 30,
+        "images": "f4cc65e48b430de6dd42b083ac1120556f0ac4276b4d03dc49a0b5f46351a35f",
+        "text": "f5a1c70165eeeb32224a8940612773101dc7903a156ca691cbcbaf91a44b6900",
+        "summary": "1c3aed6f0598408e5293dbb0727eb71e12825c121258b32f888e2b3cc329f16f",
+    },
+    "cuhkpedes": {
+        "files": 6,
+        "images": "4ae0a3aed63d72c166a0d1b919f69311297c23d3cc596dac16f2431c353ab02f",
+        "text": "e14904938d4f79b0976547773f09eff6f4937856238ecf3d247dd14cf0160b4c",
+        "summary": "7e1833ea7e35631a9dfbebf6fb169c33bd9cb02a2988f00fa6dc624ec681b6eb",
+    },
+    "regdb": {
+        "files": 25,
+        "images": "e58c309b2f0666fbbd7527c89aa7875bf68c631509f809bb9aadea2d44334917",
+        "text": "5beb5f0d09681ec0f359c105964cf8746b87a1f02afb8da2a1ec3c71dd464b59",
+        "summary": "d22365faa92289467f5c3170b5c959d01d46d632f3f82d0e94080ceead09a803",
+    },
+    "llcm": {
+        "files": 29,
+        "images": "f29aead44dd32ae42d14a3a359d45b58c32e3403cc578f1864c2468c05373200",
+        "text": "41ec1038b28c5bdda8aeef6652c5813cf38a55b7271237b0145f4cbc41c12db6",
+        "summary": "14c5bba92096c03d1868cdf4dbafe99dc68f02f3c240fa833953d050dd7db3bc",
+    },
+    "sysumm01": {
+        "files": 31,
+        "images": "dec584277d044853e2c3bcbc2690c6e223cb48214fac77580fa903172fbe76a7",
+        "text": "39f33001d2e96259c60bbefe462de3606b7f1548581a54364fbb05b713b20a97",
+        "summary": "cad0bb1830652ad017107849b2a108f2357004dbcb54f86e9fd0c2f1aab74aae",
+    },
+}
+
+
+def _digest(lines: list[str]) -> str:
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _golden_digests(fmt: str, out: Path) -> dict:
+    """File count and sha256 over ``<path> <sha256 of file>`` lines of the images and of the
+    other files, and over the summary (its root made relative)."""
+    num_ids, kwargs = _GOLDEN_SETS[fmt]
+    summary = syn.WRITERS[fmt](out, num_ids, 11, height=32, width=16, **kwargs)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    lines: dict[bool, list[str]] = {True: [], False: []}
+    for p in files:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        lines[p.suffix in (".jpg", ".bmp")].append(f"{p.relative_to(out)} {digest}\n")
+    summary["root"] = Path(summary["root"]).name
+    return {
+        "files": len(files),
+        "images": _digest(lines[True]),
+        "text": _digest(lines[False]),
+        "summary": _digest([json.dumps(summary)]),
+    }
+
+
+@pytest.mark.parametrize("fmt", sorted(_GOLDEN_SETS))
+def test_writers_output_is_unchanged(tmp_path, fmt):
+    assert _golden_digests(fmt, tmp_path) == _GOLDEN[fmt]

@@ -9,7 +9,7 @@ import plugins  # noqa: F401
 # isort: split
 from fastreid.data.datasets import DATASET_REGISTRY
 
-from plugins.data.datasets import synthetic
+from plugins import synthetic
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def main():
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every run")
     args = parser.parse_args()
 
-    from plugins.data.datasets import synthetic
+    from plugins import synthetic
 
     synthetic.ensure_synthetic(args.data, "rgbtpedes", args.ids, args.data_seed)
     table = {}

@@ -64,7 +64,10 @@ def main(argv=None):
     opts = list(args.opts)
     if args.num_classes is not None:
         opts += ["MODEL.HEADS.NUM_CLASSES", str(args.num_classes)]
-    opts += ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.WEIGHTS", ""]
+    # Counts do not depend on the weights: build full-size configs from random initialisation,
+    # explicitly (PRETRAIN True without a MODEL.CLIP.WEIGHTS file is an error).
+    opts += ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""]
+    opts += ["MODEL.BACKBONE.PRETRAIN", "False", "MODEL.CLIP.WEIGHTS", ""]
     cfg = build_config(args.config_file, opts)
     model = build_model(cfg)
     total, trainable, rows = count(model)

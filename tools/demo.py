@@ -27,8 +27,8 @@ import plugins  # noqa: E402, F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from plugins import synthetic  # noqa: E402
 from plugins.data.build import build_text_dataset, build_text_test_loader  # noqa: E402
-from plugins.data.datasets import synthetic  # noqa: E402
 from plugins.engine import (  # noqa: E402
     PluginTrainer,
     build_config,
@@ -59,7 +59,8 @@ def draw_examples(cfg, weights, path):
 
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.MODEL.BACKBONE.PRETRAIN = False  # every weight comes from the trained checkpoint
+    cfg.MODEL.CLIP.WEIGHTS = ""
     model = PluginTrainer.build_model(cfg)
     Checkpointer(model).load(weights)
     model.eval()

@@ -24,15 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-_MODULE = Path(__file__).resolve().parents[1] / "plugins" / "data" / "datasets" / "synthetic.py"
+_PACKAGE = Path(__file__).resolve().parents[1] / "plugins" / "synthetic"
 
 
 def _load_synthetic():
-    """Load the generator module on its own: it needs only numpy and PIL, while importing the
+    """Load the generator package on its own: it needs only numpy and PIL, while importing the
     ``plugins`` package would first load torch and fastreid (many seconds)."""
     name = "_synthetic_pedestrians"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _MODULE)
+        spec = importlib.util.spec_from_file_location(
+            name, _PACKAGE / "__init__.py", submodule_search_locations=[str(_PACKAGE)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -95,11 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", required=True, choices=sorted(synthetic.WRITERS))
     parser.add_argument("--ids", type=int, default=100, help="number of identities (default 100)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out",
-        default=os.environ.get("FASTREID_DATASETS", "datasets"),
-        help="datasets root (default $FASTREID_DATASETS or ./datasets)",
-    )
+    datasets_root = os.environ.get("FASTREID_DATASETS", "datasets")
+    out_help = "datasets root (default $FASTREID_DATASETS or ./datasets)"
+    parser.add_argument("--out", default=datasets_root, help=out_help)
     parser.add_argument(
         "--images-per-id",
         type=int,
@@ -109,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty dataset folder"
-    )
-    parser.add_argument(
-        "--captions-json",
-        action="store_true",
-        help="VI formats: also write captions_synthetic.json (image path -> caption)",
-    )
+    for flag, flag_help in (
+        ("--overwrite", "replace a non-empty dataset folder"),
+        (
+            "--captions-json",
+            "VI formats: also write captions_synthetic.json (image path -> caption)",
+        ),
+    ):
+        parser.add_argument(flag, action="store_true", help=flag_help)
     parser.add_argument(
         "--preview", metavar="PNG", help="also save a contact sheet of 12 RGB/thermal pairs"
     )

@@ -5,6 +5,11 @@
     python tools/train_net.py --config-file configs/RGBTPEDES/mganet.yml --eval-only \
         MODEL.WEIGHTS output/rgbtpedes/mganet/model_final.pth
     python tools/train_net.py --config-file my.yml --extra-imports my_fastreid_project
+    python tools/train_net.py --config-file configs/RGBTPEDES/mganet.yml --resume  # after Ctrl-C
+
+Exit status: 0 on success; 128 + signal number after SIGINT / SIGTERM (a checkpoint is saved,
+``--resume`` continues); 1 with a one-line message when OUTPUT_DIR is in use by another run or
+MODEL.WEIGHTS / the last checkpoint cannot be loaded into the configured model.
 """
 
 import os
@@ -19,17 +24,24 @@ import torch  # noqa: E402
 from fastreid.engine import launch  # noqa: E402
 
 from plugins.engine import plugin_argument_parser, train_or_evaluate  # noqa: E402
+from plugins.engine.checkpoint import CheckpointError, TrainingInterrupted  # noqa: E402
+from plugins.engine.defaults import OutputDirInUse  # noqa: E402
 
 if __name__ == "__main__":
     args = plugin_argument_parser().parse_args()
     print("Command Line Args:", args)
     if args.num_gpus > 1 and not torch.cuda.is_available():
         sys.exit("--num-gpus > 1 needs CUDA (fast-reid launches one NCCL process per GPU).")
-    launch(
-        train_or_evaluate,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            train_or_evaluate,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except TrainingInterrupted as e:  # already logged, with how to continue
+        sys.exit(e.exit_code)
+    except (OutputDirInUse, CheckpointError) as e:
+        sys.exit(f"error: {e}")

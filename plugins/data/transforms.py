@@ -1,9 +1,12 @@
 """Image transforms for single images and RGB + thermal pairs, on fast-reid's 0-255 range.
 
-Training follows IRRA: resize, horizontal flip, pad + random crop, random erasing. For a pair, the
-horizontal flip is drawn once and applied to both images (they are calibrated: a flip of one
-alone would break the pixel correspondence); padding-crop and erasing are drawn per image.
+Training follows IRRA: resize, horizontal flip, pad + random crop, random erasing. For an RGB +
+thermal pair every random step (flip, crop offset, erasing box) is drawn once and applied to both
+images: the pair is registered, and a step applied to one alone would break the pixel
+correspondence the token-wise fusions rely on.
 """
+
+import math
 
 import numpy as np
 import torch
@@ -18,22 +21,48 @@ def to_tensor(img):
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float()
 
 
+class ImageReadError(OSError):
+    """An image file is missing, truncated or not an image; the message names the file."""
+
+
 def read_image(path, mode="RGB"):
-    """Read an image as a PIL image in ``mode``; a thermal (single-channel) image becomes 3-channel."""
-    with Image.open(path) as img:
-        return img.convert(mode)
+    """Read an image as a PIL image in ``mode``; a thermal (single-channel) image becomes 3-channel.
+
+    Raises ``ImageReadError`` naming ``path`` when the file cannot be opened or fully decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            # Decode every byte here: PIL opens lazily, and a truncated file would otherwise
+            # fail later, inside a transform, with no file name.
+            img.load()
+            return img.convert(mode)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageReadError(
+            f"cannot read image {path}: {e}\n"
+            "Check every image of the dataset before training with: "
+            "python tools/dataset_stats.py --dataset NAME --verify"
+        ) from e
 
 
 class PairTransform:
-    """Transform an image, or an RGB + thermal pair, into float tensors in 0-255.
+    """Transform an image, or a registered RGB + thermal pair, into float tensors in 0-255.
+
+    Every random step is drawn once per call and applied to every image given: the flip, the
+    pad-crop offset and the erasing rectangle. RGBT-PEDES pairs are pixel-aligned and fused
+    token by token, so token i of the RGB and of the thermal image must show the same place.
+    All randomness comes from ``generator`` when one is passed (the training sampler passes a
+    per-sample seed, which makes augmentation reproducible and resumable); otherwise from
+    torch's global RNG.
 
     Args:
         size (tuple): (H, W) output size.
         is_train (bool): apply the training augmentation.
         flip_prob (float): horizontal flip probability (0 disables flip).
-        padding (int): pad then random-crop back to ``size`` (0 disables).
+        padding (int): pad by this many pixels, then random-crop back to ``size`` (0 disables).
         erasing_prob (float): random-erasing probability (0 disables).
         erasing_value (list): fill value of an erased box, 0-255 per channel.
+        erasing_scale (tuple): range of the erased area relative to the image.
+        erasing_ratio (tuple): range of the erased box's aspect ratio h / w.
     """
 
     def __init__(
@@ -44,20 +73,18 @@ class PairTransform:
         padding=10,
         erasing_prob=0.5,
         erasing_value=(0.0, 0.0, 0.0),
+        erasing_scale=(0.02, 0.33),
+        erasing_ratio=(0.3, 3.3),
     ):
         self.size = tuple(size)
         self.is_train = is_train
         self.flip_prob = flip_prob if is_train else 0.0
+        self.padding = padding if is_train else 0
+        self.erasing_prob = erasing_prob if is_train else 0.0
+        self.erasing_value = torch.tensor(list(erasing_value), dtype=torch.float32).view(-1, 1, 1)
+        self.erasing_scale = erasing_scale
+        self.erasing_log_ratio = (math.log(erasing_ratio[0]), math.log(erasing_ratio[1]))
         self.resize = T.Resize(self.size, interpolation=T.InterpolationMode.BICUBIC)
-        per_image = []
-        if is_train and padding > 0:
-            per_image += [T.Pad(padding), T.RandomCrop(self.size)]
-        self.per_image = T.Compose(per_image) if per_image else None
-        self.erase = (
-            T.RandomErasing(p=erasing_prob, value=list(erasing_value))
-            if is_train and erasing_prob > 0
-            else None
-        )
 
     @classmethod
     def from_config(cls, cfg, is_train):
@@ -71,24 +98,66 @@ class PairTransform:
             erasing_value=cfg.INPUT.REA.VALUE,
         )
 
-    def _one(self, img, flip):
+    @staticmethod
+    def _uniform(generator, low=0.0, high=1.0):
+        return low + (high - low) * torch.rand((), generator=generator).item()
+
+    @staticmethod
+    def _randint(generator, high):
+        """An integer in [0, high]."""
+        return int(torch.randint(0, high + 1, (), generator=generator).item())
+
+    def draw(self, generator=None):
+        """The random parameters of one call: ``(flip, crop_offset, erase_box)``.
+
+        crop_offset: (top, left) in the padded image, or None; erase_box: (top, left, h, w) in
+        the output, or None.
+        """
+        flip = self.flip_prob > 0 and self._uniform(generator) < self.flip_prob
+        crop = None
+        if self.padding > 0:
+            p = self.padding
+            crop = (self._randint(generator, 2 * p), self._randint(generator, 2 * p))
+        box = None
+        if self.erasing_prob > 0 and self._uniform(generator) < self.erasing_prob:
+            height, width = self.size
+            # As torchvision's RandomErasing: up to 10 tries for a box that fits.
+            for _ in range(10):
+                area = height * width * self._uniform(generator, *self.erasing_scale)
+                ratio = math.exp(self._uniform(generator, *self.erasing_log_ratio))
+                h = int(round(math.sqrt(area * ratio)))
+                w = int(round(math.sqrt(area / ratio)))
+                if 0 < h < height and 0 < w < width:
+                    box = (
+                        self._randint(generator, height - h),
+                        self._randint(generator, width - w),
+                    )
+                    box += (h, w)
+                    break
+        return flip, crop, box
+
+    def apply(self, img, flip, crop, box):
+        """One PIL image with drawn parameters -> (3, H, W) float tensor in 0-255."""
         img = self.resize(img)
         if flip:
             img = TF.hflip(img)
-        if self.per_image is not None:
-            img = self.per_image(img)
+        if crop is not None:
+            img = TF.pad(img, self.padding)
+            img = TF.crop(img, crop[0], crop[1], *self.size)
         tensor = to_tensor(img)
-        if self.erase is not None:
-            tensor = self.erase(tensor)
+        if box is not None:
+            top, left, h, w = box
+            tensor[:, top : top + h, left : left + w] = self.erasing_value
         return tensor
 
-    def __call__(self, *images):
-        """Transform one image or a pair with a shared flip; returns a tensor or a tuple of them."""
-        flip = self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob
-        out = tuple(self._one(img, flip) for img in images)
+    def __call__(self, *images, generator=None):
+        """Transform one image or a pair with shared random steps; a tensor or a tuple of them."""
+        params = self.draw(generator)
+        out = tuple(self.apply(img, *params) for img in images)
         return out[0] if len(out) == 1 else out
 
 
-def seeded_numpy_rng():
-    """A numpy generator drawn from torch's RNG, so DataLoader worker seeding covers numpy too."""
-    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+def seeded_numpy_rng(generator=None):
+    """A numpy generator drawn from ``generator`` (or torch's global RNG, which DataLoader
+    worker seeding covers)."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (), generator=generator).item()))

@@ -1,7 +1,10 @@
 """Config set-up shared by ``tools/train_net.py`` and the other entry points."""
 
+import argparse
+import fcntl
 import importlib
 import logging
+import os
 
 import torch
 from fastreid.config import get_cfg
@@ -15,10 +18,46 @@ from .trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
+# Flags that may also be written after the KEY VALUE overrides (argparse would take them as
+# overrides: "Override list has odd length").
+TRAILING_FLAGS = {"--resume": "resume", "--eval-only": "eval_only"}
+
+
+class PluginArgumentParser(argparse.ArgumentParser):
+    """fast-reid's arguments; ``--resume`` / ``--eval-only`` are recognised anywhere."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extra = super().parse_known_args(args, namespace)
+        opts = []
+        for token in getattr(namespace, "opts", None) or []:
+            if token in TRAILING_FLAGS:
+                setattr(namespace, TRAILING_FLAGS[token], True)
+            elif token.startswith("--") and len(token) > 2:
+                self.error(
+                    f"{token} comes after the KEY VALUE config overrides, where only "
+                    f"{' and '.join(TRAILING_FLAGS)} are recognised: put it before the first "
+                    "KEY VALUE pair."
+                )
+            else:
+                opts.append(token)
+        if len(opts) % 2:
+            self.error(
+                f"the config overrides must be KEY VALUE pairs, but {len(opts)} words were given "
+                f"({' '.join(opts)}): a KEY lacks its VALUE."
+            )
+        if hasattr(namespace, "opts"):
+            namespace.opts = opts
+        return namespace, extra
+
 
 def plugin_argument_parser():
-    """fast-reid's argument parser plus ``--extra-imports MODULE ...``."""
-    parser = default_argument_parser()
+    """fast-reid's argument parser plus ``--extra-imports MODULE ...``; ``--resume`` and
+    ``--eval-only`` may also follow the KEY VALUE overrides."""
+    parser = PluginArgumentParser(
+        description="Train or evaluate a model",
+        parents=[default_argument_parser()],
+        add_help=False,
+    )
     parser.add_argument(
         "--extra-imports",
         nargs="+",
@@ -60,40 +99,134 @@ def seed_everything(seed):
     torch.backends.cudnn.benchmark = False
 
 
-def setup(args):
-    """Build, freeze and log the config for a command-line run; seeds when ``SEED >= 0``."""
+def resumes(cfg, args):
+    """Whether this run continues from a checkpoint in ``OUTPUT_DIR`` (``--resume`` and one exists)."""
+    return bool(
+        getattr(args, "resume", False)
+        and cfg.OUTPUT_DIR
+        and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    )
+
+
+def build_run_config(args):
+    """The frozen config of a command-line run, and a line saying where the model comes from.
+
+    ``--eval-only`` and ``--resume`` (with a checkpoint) take every weight from ``MODEL.WEIGHTS``
+    / the checkpoint: CLIP weights are not loaded (``MODEL.BACKBONE.PRETRAIN False``, empty
+    ``MODEL.CLIP.WEIGHTS``). ``--eval-only`` also builds the model without training-only parts.
+    """
     cfg = build_config(args.config_file, args.opts, getattr(args, "extra_imports", ()))
+    source = None
     if args.eval_only:
+        source = f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}"
+        cfg.MODEL.TRAINING_HEADS = False
+    elif resumes(cfg, args):
+        source = f"the last checkpoint in {cfg.OUTPUT_DIR} (--resume)"
+    note = None
+    if source is not None:
+        clip_weights = cfg.MODEL.CLIP.WEIGHTS
         cfg.MODEL.BACKBONE.PRETRAIN = False
+        cfg.MODEL.CLIP.WEIGHTS = ""
+        note = (
+            f"MODEL.CLIP.WEIGHTS ({clip_weights or 'empty'}) is not used: the model comes from "
+            f"{source}."
+        )
     cfg.freeze()
+    return cfg, note
+
+
+def setup_run(cfg, args, note=None):
+    """fast-reid's set-up (logs, config.yaml in OUTPUT_DIR), the plugin's loggers, seeding."""
     default_setup(cfg, args)
     # fast-reid configures only its own logger; the plugin's readers and evaluators log too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="plugins")
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="projects")
+    if note:
+        logger.info(note)
     if cfg.SEED >= 0:
         seed_everything(cfg.SEED)
+
+
+def setup(args):
+    """Build, freeze and log the config for a command-line run; seeds when ``SEED >= 0``."""
+    cfg, note = build_run_config(args)
+    setup_run(cfg, args, note)
     return cfg
+
+
+class OutputDirInUse(RuntimeError):
+    """Another live process holds the lock on ``OUTPUT_DIR``."""
+
+
+class OutputDirLock:
+    """An exclusive ``flock`` on ``<output_dir>/.lock`` (which holds the pid) for a run's life.
+
+    Two runs writing one folder would interleave their logs and overwrite each other's
+    checkpoints, so the second stops at once. The kernel drops the lock when its process ends,
+    however it ends: a lock file left by a dead run does not block. Only the main process locks.
+    """
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, ".lock") if output_dir else None
+        self._fd = None
+
+    def __enter__(self):
+        if not self.path or not comm.is_main_process():
+            return self
+        os.makedirs(self.output_dir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputDirInUse(
+                f"OUTPUT_DIR {os.path.abspath(self.output_dir)} is in use by another run "
+                f"(pid {holder}, holding {self.path}): wait for it to finish, or pass another "
+                "OUTPUT_DIR."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        return False
 
 
 def train_or_evaluate(args):
     """``tools/train_net.py``'s body: train (or resume), or evaluate ``MODEL.WEIGHTS`` with
-    ``--eval-only``. Returns the evaluation results."""
-    import os
+    ``--eval-only``. Returns the evaluation results.
 
-    from fastreid.utils.checkpoint import Checkpointer
-
+    The run holds ``OUTPUT_DIR``'s lock from before its first write (log, config.yaml) to its
+    end. SIGINT / SIGTERM during training save ``model_interrupted.pth`` and raise
+    ``plugins.engine.checkpoint.TrainingInterrupted``.
+    """
+    from .checkpoint import Checkpointer
     from .trainer import PluginTrainer
 
-    cfg = setup(args)
-    if args.eval_only:
-        if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise FileNotFoundError(
-                f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r} "
-                "is not a file (pass MODEL.WEIGHTS path/to/model_final.pth)."
+    cfg, note = build_run_config(args)
+    if args.eval_only and (not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS)):
+        raise FileNotFoundError(
+            f"--eval-only needs a trained checkpoint: MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r} "
+            "is not a file (pass MODEL.WEIGHTS path/to/model_final.pth)."
+        )
+    with OutputDirLock(cfg.OUTPUT_DIR):
+        setup_run(cfg, args, note)
+        if args.eval_only:
+            model = PluginTrainer.build_model(cfg)
+            Checkpointer(model).load(cfg.MODEL.WEIGHTS, strict=True, evaluation=True)
+            return PluginTrainer.test(cfg, model)
+        if getattr(args, "resume", False) and not resumes(cfg, args):
+            logger.info(
+                f"--resume: no checkpoint in {cfg.OUTPUT_DIR} yet; training from the start."
             )
-        model = PluginTrainer.build_model(cfg)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-        return PluginTrainer.test(cfg, model)
-    trainer = PluginTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+        trainer = PluginTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()

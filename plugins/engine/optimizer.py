@@ -84,16 +84,11 @@ def build_plugin_optimizer(cfg, model):
     if solver.PARAM_GROUPS == "fastreid":
         if solver.OPT not in ("Adam", "AdamW"):
             return solver_build.build_optimizer(cfg, model, contiguous=False)
-        params = solver_build.get_default_optimizer_params(
-            model,
-            base_lr=solver.BASE_LR,
-            weight_decay=solver.WEIGHT_DECAY,
-            weight_decay_norm=solver.WEIGHT_DECAY_NORM,
-            bias_lr_factor=solver.BIAS_LR_FACTOR,
-            heads_lr_factor=solver.HEADS_LR_FACTOR,
-            weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
-            freeze_layers=freeze,
-        )
+        # fast-reid's own groups, from the same keys its build_optimizer reads.
+        keys = ("BASE_LR", "WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "BIAS_LR_FACTOR")
+        keys += ("HEADS_LR_FACTOR", "WEIGHT_DECAY_BIAS")
+        options = {key.lower(): solver[key] for key in keys}
+        params = solver_build.get_default_optimizer_params(model, freeze_layers=freeze, **options)
     else:
         params = irra_param_groups(
             model,

@@ -5,6 +5,9 @@ JSON configs (``ViT-B-16``, ``RN50``, ...), from the project's tiny test configs
 ``plugins/modeling/model_configs`` (``tiny-vit``, ``tiny-rn``) or from a JSON file path.
 Weights come only from a local file (``MODEL.CLIP.WEIGHTS``): OpenAI's released ``.pt``
 TorchScript archives or plain state dicts, open_clip ``.bin`` / ``.pt`` / ``.safetensors``.
+Pickled files are read with ``weights_only=True``; one that needs full unpickling (which can
+run code) is refused unless ``MODEL.CLIP.ALLOW_PICKLE`` is True. From a config, weights load
+exactly when ``MODEL.BACKBONE.PRETRAIN`` is True, which then requires a file.
 
 Person images are not square (384x128, 288x144), so the visual tower is built for the
 configured (H, W) and the checkpoint's position embedding grid is resized on load. Overlapping
@@ -17,6 +20,8 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -37,6 +42,7 @@ __all__ = [
     "EOT_TOKEN_ID",
     "MASK_TOKEN_ID",
     "CLIPWeightsError",
+    "CLIPPickleError",
     "CLIPImageEncoder",
     "CLIPTextEncoder",
     "CLIPDualEncoder",
@@ -45,6 +51,7 @@ __all__ = [
     "build_clip_model",
     "build_clip_model_from_cfg",
     "clip_kwargs_from_cfg",
+    "clip_weights_from_cfg",
     "count_parameters",
     "eot_positions",
     "get_clip_config",
@@ -62,7 +69,8 @@ EOT_TOKEN_ID = 49407  # <|endoftext|>
 MASK_TOKEN_ID = 49408  # <|mask|>, appended after CLIP's 49408-token BPE vocabulary
 
 LOCAL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
+# A weights value ending in ".<letters/digits>" names a file (open_clip's tags have no dot).
+_FILE_EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
 # Entries of OpenAI's archives (and of scripted open_clip models) that are not parameters.
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 _OPTIONAL_KEYS = ("logit_scale", "logit_bias")
@@ -70,6 +78,10 @@ _OPTIONAL_KEYS = ("logit_scale", "logit_bias")
 
 class CLIPWeightsError(FileNotFoundError):
     """The CLIP weights setting names no local file (a missing path or a download tag)."""
+
+
+class CLIPPickleError(ValueError):
+    """A CLIP checkpoint needs full unpickling, which is refused unless explicitly allowed."""
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -123,31 +135,61 @@ def _resnet_grid(image_size):
 # ---------------------------------------------------------------------------------------------
 # Weights
 # ---------------------------------------------------------------------------------------------
-def resolve_clip_weights(weights: str, name: str = "ViT-B-16") -> str:
-    """Return ``weights`` if it is an existing file, else raise one :class:`CLIPWeightsError`.
+def _arch_label(name: str) -> str:
+    """``ViT-B-16`` for ``ViT-B/16``, ``tiny`` for ``/configs/tiny.json``: for file names."""
+    return Path(name).stem if name.endswith(".json") else name.replace("/", "-")
 
-    A download tag (``openai``, ``laion2b_s34b_b88k``, ``hf-hub:...``) is refused at once with
-    the address to fetch the file from on a connected machine; nothing is downloaded.
+
+def _looks_like_path(weights: str) -> bool:
+    separators = [sep for sep in (os.sep, os.altsep, "/") if sep]
+    return (
+        any(sep in weights for sep in separators)
+        or weights.startswith((".", "~"))
+        or _FILE_EXTENSION.search(weights) is not None
+    )
+
+
+def resolve_clip_weights(weights: str, name: str = "ViT-B-16") -> str:
+    """Return the existing file ``weights`` names (``~`` expanded), else raise
+    :class:`CLIPWeightsError`.
+
+    Anything that looks like a path (a separator, a leading ``.`` or ``~``, a file extension)
+    and does not exist fails as a missing file, typos included (``ViT-B-16.ptt``). Only a bare
+    name is taken for a download tag (``openai``, ``laion2b_s34b_b88k``, ``hf-hub:...``),
+    refused at once with the address to fetch the file from on a connected machine; nothing is
+    downloaded.
     """
-    if os.path.isfile(weights):
-        return weights
-    arch = name.replace("/", "-")
-    path_like = os.sep in weights or weights.lower().endswith(_CHECKPOINT_SUFFIXES)
-    if path_like and not weights.startswith("hf-hub:"):
+    arch = _arch_label(name)
+    what_to_pass = (
+        f"Pass MODEL.CLIP.WEIGHTS /path/to/{arch}.pt: a local CLIP checkpoint (OpenAI's "
+        f"{arch}.pt or an open_clip .bin / .pt / .safetensors file)."
+    )
+    if weights.startswith("hf-hub:"):
         raise CLIPWeightsError(
-            f"MODEL.CLIP.WEIGHTS={weights!r}: no such file. Pass a local CLIP checkpoint "
-            f"(e.g. OpenAI's {arch}.pt or an open_clip .bin/.safetensors file) or '' for "
-            "random initialisation."
+            f"MODEL.CLIP.WEIGHTS={weights!r} is a download tag, and this code never downloads. "
+            f"Download the weights from https://huggingface.co/{weights[len('hf-hub:') :]} on a "
+            f"machine with network access and copy them here. {what_to_pass}"
+        )
+    path = os.path.expanduser(weights)
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        raise CLIPWeightsError(f"MODEL.CLIP.WEIGHTS={weights!r} is a directory. {what_to_pass}")
+    if _looks_like_path(weights):
+        raise CLIPWeightsError(
+            f"MODEL.CLIP.WEIGHTS={weights!r}: no such file: {path}. {what_to_pass}"
+        )
+    tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
+    if not tag_cfg:
+        raise CLIPWeightsError(
+            f"MODEL.CLIP.WEIGHTS={weights!r} is neither an existing file nor an open_clip "
+            f"download tag of {arch}. {what_to_pass}"
         )
     source = ""
-    if weights.startswith("hf-hub:"):
-        source = f" from https://huggingface.co/{weights[len('hf-hub:') :]}"
-    else:
-        tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
-        if tag_cfg.get("url"):
-            source = f" from {tag_cfg['url']}"
-        elif tag_cfg.get("hf_hub"):
-            source = f" from https://huggingface.co/{tag_cfg['hf_hub'].rstrip('/')}"
+    if tag_cfg.get("url"):
+        source = f" from {tag_cfg['url']}"
+    elif tag_cfg.get("hf_hub"):
+        source = f" from https://huggingface.co/{tag_cfg['hf_hub'].rstrip('/')}"
     file_name = f"{arch}.pt" if weights == "openai" else f"{arch} {weights} weights"
     raise CLIPWeightsError(
         f"MODEL.CLIP.WEIGHTS={weights!r} is a download tag, and this code never downloads. "
@@ -163,8 +205,44 @@ def _is_torchscript_archive(path: str) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
-def load_clip_state_dict(path: str):
+def _unpickling_reason(err: Exception) -> str:
+    """The part of torch's weights-only error that says what the file pickles."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it pickles {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1).strip() if found else (text.splitlines() or [type(err).__name__])[0]
+
+
+def _torch_load(path: str, allow_pickle: bool):
+    """``torch.load`` with ``weights_only=True``; full unpickling only when allowed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = _unpickling_reason(err)
+        if not allow_pickle:
+            raise CLIPPickleError(
+                f"{path} is not a plain weights file ({reason}): reading it would unpickle "
+                "arbitrary Python objects, which can run any code the file carries, so it is "
+                "refused. If you trust this file, set MODEL.CLIP.ALLOW_PICKLE True; better, "
+                "re-save its state dict (torch.save(model.state_dict()) or safetensors)."
+            ) from err
+    # Only reached with allow_pickle: the user vouched for this file.
+    logger.warning(
+        "%s is not a weights-only checkpoint (%s); unpickling it fully (MODEL.CLIP.ALLOW_PICKLE)",
+        path,
+        reason,
+    )
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_clip_state_dict(path: str, allow_pickle: bool = False):
     """Read a CLIP checkpoint file into an open_clip-keyed fp32 state dict.
+
+    Safetensors files and TorchScript archives are read by their own loaders; anything else by
+    ``torch.load(weights_only=True)``. A file that needs full unpickling raises
+    :class:`CLIPPickleError` unless ``allow_pickle`` (``MODEL.CLIP.ALLOW_PICKLE``) is True.
 
     Returns:
         (state_dict, is_openai): ``is_openai`` is True for OpenAI's release format (a
@@ -180,11 +258,7 @@ def load_clip_state_dict(path: str):
         checkpoint = torch.jit.load(path, map_location="cpu").state_dict()
         is_openai = True
     else:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # training checkpoints may pickle plain Python objects
-            logger.warning("%s is not a weights-only checkpoint (%s); loading it fully", path, err)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = _torch_load(path, allow_pickle)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict) or not checkpoint:
@@ -348,6 +422,7 @@ def build_clip_model(
     weights: str = "",
     quick_gelu=None,
     warn_random_init: bool = True,
+    allow_pickle: bool = False,
 ):
     """Build an open_clip ``CLIP`` (fp32, CPU) for (H, W) images, optionally from local weights.
 
@@ -361,7 +436,8 @@ def build_clip_model(
         context_length: text positions.
         weights: local checkpoint file, or '' for random initialisation.
         quick_gelu: None follows the config, switched on for OpenAI-format checkpoints.
-        warn_random_init: warn when no weights are given (off when a checkpoint follows).
+        warn_random_init: warn when no weights are given.
+        allow_pickle: let a weights file that needs full unpickling load (it can run code).
     Returns:
         open_clip.model.CLIP
     """
@@ -372,7 +448,7 @@ def build_clip_model(
     state_dict, is_openai, path = None, False, None
     if weights:
         path = resolve_clip_weights(weights, name)
-        state_dict, is_openai = load_clip_state_dict(path)
+        state_dict, is_openai = load_clip_state_dict(path, allow_pickle=allow_pickle)
 
     if cfg.pop("custom_text", False) or "hf_model_name" in cfg["text_cfg"]:
         raise ValueError(f"{name}: only CLIP models with open_clip's own text tower are supported")
@@ -406,8 +482,33 @@ def build_clip_model(
     return model.float()
 
 
+def clip_weights_from_cfg(cfg) -> str:
+    """The CLIP weights file a config asks for, '' for random initialisation.
+
+    ``MODEL.BACKBONE.PRETRAIN`` decides, and ``MODEL.CLIP.WEIGHTS`` must agree with it: True
+    needs a file (no silent training from scratch), False needs WEIGHTS empty (no silently
+    ignored file). ``--eval-only`` / ``--resume`` set PRETRAIN False and clear WEIGHTS.
+    """
+    weights = cfg.MODEL.CLIP.WEIGHTS
+    if cfg.MODEL.BACKBONE.PRETRAIN and not weights:
+        raise CLIPWeightsError(
+            "MODEL.BACKBONE.PRETRAIN is True but MODEL.CLIP.WEIGHTS is empty: pass "
+            f"MODEL.CLIP.WEIGHTS /path/to/{_arch_label(cfg.MODEL.CLIP.NAME)}.pt (OpenAI or "
+            "open_clip weights), or set MODEL.BACKBONE.PRETRAIN False to train from random "
+            "initialisation"
+        )
+    if not cfg.MODEL.BACKBONE.PRETRAIN and weights:
+        raise ValueError(
+            f"MODEL.CLIP.WEIGHTS is {weights!r} but MODEL.BACKBONE.PRETRAIN is False, so the "
+            "file would be ignored: set MODEL.BACKBONE.PRETRAIN True to load it, or clear "
+            "MODEL.CLIP.WEIGHTS ('') to train from random initialisation"
+        )
+    return weights
+
+
 def clip_kwargs_from_cfg(cfg) -> dict:
-    """Keyword arguments of :func:`build_clip_model` from ``cfg.MODEL.CLIP`` and ``INPUT``."""
+    """Keyword arguments of :func:`build_clip_model` from ``cfg.MODEL.CLIP``, ``INPUT`` and
+    ``MODEL.BACKBONE.PRETRAIN`` (checked by :func:`clip_weights_from_cfg`)."""
     clip = cfg.MODEL.CLIP
     return {
         "name": clip.NAME,
@@ -415,17 +516,21 @@ def clip_kwargs_from_cfg(cfg) -> dict:
         "stride": clip.STRIDE,
         "vocab_size": clip.VOCAB_SIZE,
         "context_length": clip.CONTEXT_LENGTH,
-        "weights": clip.WEIGHTS,
+        "weights": clip_weights_from_cfg(cfg),
+        "allow_pickle": clip.ALLOW_PICKLE,
     }
 
 
-def build_clip_model_from_cfg(cfg, load_weights: bool = True):
-    """:func:`build_clip_model` from a config; ``load_weights=False`` skips MODEL.CLIP.WEIGHTS."""
+def build_clip_model_from_cfg(cfg):
+    """:func:`build_clip_model` from a config: MODEL.CLIP.WEIGHTS when MODEL.BACKBONE.PRETRAIN."""
     kwargs = clip_kwargs_from_cfg(cfg)
-    if not load_weights:
-        kwargs["weights"] = ""
-        logger.info("Not loading CLIP weights: the model weights come from MODEL.WEIGHTS")
-    return build_clip_model(**kwargs, warn_random_init=load_weights)
+    if not kwargs["weights"]:
+        logger.info(
+            "CLIP %s: random initialisation (MODEL.BACKBONE.PRETRAIN False, MODEL.CLIP.WEIGHTS "
+            "empty)",
+            kwargs["name"],
+        )
+    return build_clip_model(**kwargs, warn_random_init=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,8 +717,8 @@ class CLIPDualEncoder(nn.Module):
         self.embed_dim = self.image.embed_dim
 
     @classmethod
-    def from_cfg(cls, cfg, load_weights: bool = True):
-        return cls(build_clip_model_from_cfg(cfg, load_weights=load_weights))
+    def from_cfg(cls, cfg):
+        return cls(build_clip_model_from_cfg(cfg))
 
     def encode_image(self, images):
         """images (Tensor): (B, 3, H, W) -> (B, D) global image features."""
@@ -644,10 +749,11 @@ class CLIPVisualBackbone(nn.Module):
 def build_clip_backbone(cfg):
     """``MODEL.BACKBONE.NAME: build_clip_backbone``; the text tower is dropped.
 
-    CLIP weights are loaded only when ``MODEL.BACKBONE.PRETRAIN`` is True (fast-reid's default
-    is False; ``--eval-only`` sets it False and restores everything from MODEL.WEIGHTS).
+    CLIP weights (``MODEL.CLIP.WEIGHTS``) are loaded exactly when ``MODEL.BACKBONE.PRETRAIN``
+    is True (see :func:`clip_weights_from_cfg`; ``--eval-only`` turns both off and restores
+    everything from MODEL.WEIGHTS).
     """
-    model = build_clip_model_from_cfg(cfg, load_weights=cfg.MODEL.BACKBONE.PRETRAIN)
+    model = build_clip_model_from_cfg(cfg)
     backbone = CLIPVisualBackbone(CLIPImageEncoder(model.visual))
     if cfg.MODEL.BACKBONE.FEAT_DIM != backbone.feat_dim:
         raise ValueError(

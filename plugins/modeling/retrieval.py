@@ -28,24 +28,31 @@ class RetrievalModel(nn.Module):
     (``{"text": (B, L)}``), ``encode_image`` for image batches (``{"images": (B, 3, H, W)}``
     in 0-255, plus ``t_images`` for RGBT pairs).
 
+    With ``MODEL.TRAINING_HEADS`` False (``--eval-only``) the parts only training uses are not
+    built (the identity classifier here); their checkpoint entries, under
+    ``training_only_prefixes``, are then expected to be left over when loading.
+
     Args:
         cfg (CfgNode): full config; reads ``MODEL.CLIP``, ``MODEL.RETRIEVAL``, pixel mean/std.
     """
 
+    training_only_prefixes = ("classifier.",)
+
     def __init__(self, cfg):
         super().__init__()
-        clip = build_clip_model_from_cfg(cfg, load_weights=cfg.MODEL.BACKBONE.PRETRAIN)
+        clip = build_clip_model_from_cfg(cfg)  # MODEL.BACKBONE.PRETRAIN decides
         self.image_encoder = CLIPImageEncoder(clip.visual)
         self.text_encoder = CLIPTextEncoder(clip)
         self.embed_dim = self.image_encoder.embed_dim
         rcfg = cfg.MODEL.RETRIEVAL
-        self.fusion = TokenFusion(rcfg.FUSION, self.embed_dim)
+        self.fusion = TokenFusion(rcfg.FUSION, self.embed_dim, rcfg.CAT_INIT)
         self.logit_scale = rcfg.LOGIT_SCALE
         self.sdm_weight = rcfg.SDM_WEIGHT
         self.id_weight = rcfg.ID_WEIGHT
         self.masked_text = rcfg.MASKED_TEXT
         num_classes = cfg.MODEL.HEADS.NUM_CLASSES
-        if self.id_weight > 0:
+        self.training_heads = cfg.MODEL.TRAINING_HEADS
+        if self.id_weight > 0 and self.training_heads:
             if num_classes <= 0:
                 raise ValueError("MODEL.RETRIEVAL.ID_WEIGHT > 0 needs MODEL.HEADS.NUM_CLASSES.")
             self.classifier = nn.Linear(self.embed_dim, num_classes)
@@ -57,6 +64,14 @@ class RetrievalModel(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
         )
+
+    def new_layers(self):
+        """Name prefixes of newly initialised layers by IRRA's optimizer rule
+        (``plugins.engine.optimizer``): ``cross`` (5x lr, biases 2x) and ``head`` (5x lr).
+        The identity classifier is a head as in IRRA; fusion layers with parameters (Cat) are
+        cross-modal layers, a choice IRRA (which has none) does not make."""
+        fusion = ("fusion.",) if any(True for _ in self.fusion.parameters()) else ()
+        return {"cross": fusion, "head": ("classifier.",)}
 
     @property
     def device(self):
@@ -97,6 +112,11 @@ class RetrievalModel(nn.Module):
 
     def forward(self, batch):
         if self.training:
+            if not self.training_heads:
+                raise RuntimeError(
+                    f"{type(self).__name__} was built without its training-only parts "
+                    "(MODEL.TRAINING_HEADS False): it can evaluate but not train."
+                )
             return self.losses(batch)
         if "text" in batch:
             return self.encode_text(batch["text"])

@@ -52,7 +52,10 @@ class MGANet(RetrievalModel):
 
     The reconstruction layers live under ``self.heads`` so that ``SOLVER.HEADS_LR_FACTOR``
     scales their learning rate (IRRA trains its cross-modal layers at 5x the base rate).
+    Inference does not use them: with ``MODEL.TRAINING_HEADS`` False they are not built.
     """
+
+    training_only_prefixes = ("classifier.", "heads.")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -73,7 +76,7 @@ class MGANet(RetrievalModel):
         if mcfg.FUSION == "atf":
             self.fusion = AdaptiveTokenFusion(dim, mcfg.ATF_HIDDEN, mcfg.ATF_DROPOUT)
         else:
-            self.fusion = TokenFusion(mcfg.FUSION, dim)
+            self.fusion = TokenFusion(mcfg.FUSION, dim, cfg.MODEL.RETRIEVAL.CAT_INIT)
 
         self.tau2 = mcfg.TAU2
         self.mab_weight = mcfg.MAB_WEIGHT if mcfg.MGA else 0.0
@@ -90,7 +93,7 @@ class MGANet(RetrievalModel):
             )
             if weight > 0
         ]
-        if branches:
+        if branches and self.training_heads:
             heads = mcfg.CMT_HEADS or max(1, dim // 64)
             shared = None
             modules = {}
@@ -116,6 +119,22 @@ class MGANet(RetrievalModel):
             self.required_keys.append("text")
         if self.trt_weight > 0:
             self.required_keys.append("text_nocolor")
+
+    def new_layers(self):
+        """IRRA's optimizer roles (see ``RetrievalModel.new_layers``): the reconstruction
+        transformers' cross-attention and blocks are cross-modal layers, the MLM head a head;
+        their pre/post LayerNorms stay at the base rate, as IRRA's ``ln_pre_*`` / ``ln_post``.
+        ATF and Cat layers count as cross-modal (a deviation: IRRA has no fusion)."""
+        roles = super().new_layers()
+        heads = getattr(self, "heads", {})
+        cross = tuple(
+            f"heads.{name}.{part}."
+            for name, module in heads.items()
+            if isinstance(module, CrossModalTransformer)
+            for part in CrossModalTransformer.NEW_LAYERS
+        )
+        mlm = ("heads.mlm.",) if "mlm" in heads else ()
+        return {"cross": roles["cross"] + cross, "head": roles["head"] + mlm}
 
     def required_views(self):
         """The ``INPUT.TEXT.VIEWS`` entries this configuration trains on."""

@@ -19,7 +19,7 @@ from torch import nn
 from plugins.engine import plugin_argument_parser
 from plugins.engine.checkpoint import Checkpointer, CheckpointMismatchError, NotACheckpointError
 from plugins.engine.defaults import OutputDirInUse, OutputDirLock
-from tests.fixtures_text import write_cuhkpedes, write_rgbtpedes
+from tests.fixtures_text import write_cuhkpedes
 from tests.test_train_net import ROOT, TINY, TRAIN_NET, final_results, train_net
 
 ITER_LINE = re.compile(r"epoch/iter: (\d+)/(\d+)")
@@ -73,13 +73,6 @@ def model_params(output):
 def cuhk(tmp_path_factory):
     root = tmp_path_factory.mktemp("cuhk")
     write_cuhkpedes(str(root))
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def rgbt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rgbt")
-    write_rgbtpedes(str(root))
     return str(root)
 
 

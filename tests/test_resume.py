@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from tests.test_train_net import ROOT, TINY, TRAIN_NET, rgbt, train_net  # noqa: F401
+from tests.test_train_net import ROOT, TINY, TRAIN_NET, train_net
 
 RUN = [
     "SOLVER.IMS_PER_BATCH", "4",
@@ -23,7 +23,7 @@ def load_model(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_resumed_run_equals_the_uninterrupted_one(rgbt, tmp_path):  # noqa: F811
+def test_resumed_run_equals_the_uninterrupted_one(rgbt, tmp_path):
     # MGANet: dropout in ATF, random caption masking, flip / crop: every source of randomness.
     full_dir = tmp_path / "full"
     train_net("configs/Demo/mganet.yml", rgbt, *RUN, "OUTPUT_DIR", str(full_dir))
@@ -53,7 +53,7 @@ def test_resumed_run_equals_the_uninterrupted_one(rgbt, tmp_path):  # noqa: F811
     assert not different, f"{len(different)} of {len(full)} tensors differ: {different[:5]}"
 
 
-def test_batch_that_can_never_be_filled_stops_before_training(rgbt, tmp_path):  # noqa: F811
+def test_batch_that_can_never_be_filled_stops_before_training(rgbt, tmp_path):
     cmd = [sys.executable, TRAIN_NET, "--config-file", "configs/Demo/clip_sdm_rgb.yml"]
     cmd += TINY + ["OUTPUT_DIR", str(tmp_path), "DATALOADER.SAMPLER_TRAIN", "IdentitySampler"]
     cmd += ["SOLVER.IMS_PER_BATCH", "31", "DATALOADER.NUM_INSTANCE", "2"]

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tests.fixtures_reid import write_market1501
-from tests.fixtures_text import write_rgbtpedes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
@@ -55,13 +54,6 @@ def final_results(output, dataset):
 def market(tmp_path_factory):
     root = tmp_path_factory.mktemp("market")
     write_market1501(str(root), num_train_ids=8, images_per_id=5)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def rgbt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rgbt")
-    write_rgbtpedes(str(root))
     return str(root)
 
 

@@ -53,6 +53,13 @@ def add_plugins_config(cfg):
     # Train on randomly masked captions (the MGANet baseline aligns with masked text).
     _C.MODEL.RETRIEVAL.MASKED_TEXT = False
 
+    # IRRA's implicit relation reasoning (the IRRA meta-architecture and methods built on it):
+    # the masked caption attends to the image tokens and its masked words are predicted.
+    _C.MODEL.IRR = CN()
+    _C.MODEL.IRR.WEIGHT = 1.0  # weight of the masked-language-modelling loss (IRRA: 1)
+    _C.MODEL.IRR.DEPTH = 4  # self-attention blocks after the cross-attention (IRRA: 4)
+    _C.MODEL.IRR.HEADS = 0  # attention heads; 0: token width // 64 (8 at ViT-B/16's 512)
+
     _C.INPUT.TEXT = CN()
     _C.INPUT.TEXT.CONTEXT_LENGTH = 77
     _C.INPUT.TEXT.MLM_PROB = 0.15  # share of word tokens masked for masked language modelling

@@ -61,3 +61,30 @@ def test_unknown_subset_gallery_is_an_error():
     split, _ = split_and_features()
     with pytest.raises(ValueError, match="subset_gallery"):
         RetrievalEvaluator(split, subset_gallery="dark")
+
+
+def test_inference_timer_counts_queries_and_gallery_items_apart():
+    import time
+
+    from plugins.evaluation.timing import InferenceTimer
+
+    class Encoder(torch.nn.Module):
+        def forward(self, batch):
+            if "text" in batch:
+                time.sleep(0.02)
+                return torch.zeros(len(batch["text"]), 2)
+            return torch.zeros(len(batch["images"]), 2)
+
+    timer = InferenceTimer(Encoder())
+    timer({"text": torch.zeros(4, 3)})
+    timer({"images": torch.zeros(10, 3, 2, 2)})
+    timer({"images": torch.zeros(6, 3, 2, 2)})
+    assert timer.items == {"query": 4, "gallery": 16}
+    ms = timer.per_item_ms()
+    assert ms["query"] >= 20.0 / 4 and ms["gallery"] < ms["query"]
+    line = timer.summary(256, "cpu")
+    assert "ms per query caption (4)" in line and "ms per gallery item (16)" in line
+    assert (
+        InferenceTimer(Encoder()).per_item_ms()["query"]
+        != InferenceTimer(Encoder()).per_item_ms()["query"]
+    )  # NaN

@@ -1,9 +1,13 @@
 #!/usr/bin/env python
-"""Compare configs on the synthetic text-RGBT benchmark: several training seeds, mean and spread.
+"""Compare configs on the synthetic benchmark: several training seeds, mean and spread.
 
     python tools/benchmark_synthetic.py configs/Demo/mganet_baseline.yml configs/Demo/mganet.yml \
         --seeds 0 1 2 --ids 300
+    python tools/benchmark_synthetic.py configs/Demo/tipr_clip_sdm.yml configs/Demo/irra.yml \
+        --seeds 0 1 2 --output output/bench_tipr
 
+The synthetic data is written in the layout of the dataset the configs train on (RGBT-PEDES for
+text-RGBT, CUHK-PEDES for text-to-image).
 Each (config, seed) is trained from random initialisation and evaluated through
 ``tools/train_net.py`` (one process each); the table gives mean +- standard deviation over seeds
 of R1 and mAP, overall and per lighting challenge. Results are on SYNTHETIC data only.
@@ -66,6 +70,26 @@ def chance_of(args):
     return chance_r1(split, cfg.TEST.SUBSET_GALLERY)
 
 
+# The synthetic writer of each dataset reader the benchmark can train on.
+LAYOUTS = {"RGBTPEDES": "rgbtpedes", "CUHKPEDES": "cuhkpedes"}
+TASKS = {"rgbtpedes": "text-RGBT", "cuhkpedes": "text-to-image"}
+
+
+def synthetic_layout(args):
+    """The synthetic layout the configs train on (all of them must train on the same one)."""
+    import plugins  # noqa: F401
+    from plugins.engine import build_config
+
+    names = {build_config(c, args.opts).DATASETS.NAMES[0] for c in args.configs}
+    unknown = names - set(LAYOUTS)
+    if unknown or len(names) != 1:
+        raise SystemExit(
+            f"the configs train on {sorted(names)}; the benchmark compares configs on one "
+            f"synthetic dataset, one of {sorted(LAYOUTS)}."
+        )
+    return LAYOUTS[names.pop()]
+
+
 def mean_std(values):
     if not values:
         return "-"
@@ -95,7 +119,8 @@ def main():
 
     from plugins import synthetic
 
-    synthetic.ensure_synthetic(args.data, "rgbtpedes", args.ids, args.data_seed)
+    layout = synthetic_layout(args)
+    synthetic.ensure_synthetic(args.data, layout, args.ids, args.data_seed)
     table = {}
     for config in args.configs:
         name = os.path.splitext(os.path.basename(config))[0]
@@ -113,7 +138,8 @@ def main():
     subsets = sorted({k.split("/")[0] for runs in table.values() for k in runs[0] if "/" in k})
     subsets = [s for s in subsets if s != "i2t"]
     print(
-        f"\nSYNTHETIC text-RGBT benchmark: {args.ids} identities (data seed {args.data_seed}), "
+        f"\nSYNTHETIC {TASKS[layout]} benchmark ({layout} layout): {args.ids} identities "
+        f"(data seed {args.data_seed}), "
         f"training seeds {args.seeds}; mean +- std over seeds\n"
     )
     chance = chance_of(args)

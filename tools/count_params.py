@@ -4,9 +4,11 @@
     python tools/count_params.py --config-file configs/RGBTPEDES/mganet.yml
     python tools/count_params.py --config-file configs/RGBTPEDES/mganet.yml --num-classes 1266 \
         MODEL.MGANET.FUSION add
+    python tools/count_params.py --config-file configs/CUHKPEDES/irra.yml --num-classes 11003
 
 Prints the total and trainable counts and a breakdown per top-level module (a parameter shared
-by two modules is counted once, under the first).
+by two modules is counted once, under the first). Where a paper publishes the count of the same
+configuration (ViT-B/16, 11,003 CUHK-PEDES identities), it is printed beside ours.
 """
 
 import argparse
@@ -21,6 +23,22 @@ import plugins  # noqa: E402, F401  (applies fastreid compat fixes first; regist
 from fastreid.modeling.meta_arch import build_model  # noqa: E402
 
 from plugins.engine import build_config  # noqa: E402
+
+# Published counts at CLIP ViT-B/16 with CUHK-PEDES's 11,003 training identities, keyed by
+# (meta-architecture, CLIP model, identities): (millions, where the figure is printed).
+PAPER_COUNTS = {
+    ("CLIPRetrieval", "ViT-B-16", 11003): (155.26, "CLIP baseline, CoRL (IJCAI'25) Table 5"),
+    ("IRRA", "ViT-B-16", 11003): (194.54, "IRRA, CoRL (IJCAI'25) Table 5"),
+    ("CoRL", "ViT-B-16", 11003): (155.66, "CoRL (IJCAI'25) Table 5"),
+}
+
+
+def paper_count(cfg):
+    """The published count for this configuration, or None: (millions, source)."""
+    if cfg.MODEL.RETRIEVAL.FUSION != "rgb":
+        return None
+    key = (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.CLIP.NAME, cfg.MODEL.HEADS.NUM_CLASSES)
+    return PAPER_COUNTS.get(key)
 
 
 def parse_args(argv=None):
@@ -77,6 +95,10 @@ def main(argv=None):
     for name, n, t in rows:
         print(f"{name:<{width}}  {n:>14,}  {t:>14,}")
     print(f"{'total':<{width}}  {total:>14,}  {trainable:>14,}  ({total / 1e6:.2f}M)")
+    paper = paper_count(cfg)
+    if paper is not None:
+        millions, source = paper
+        print(f"paper: {millions:.2f}M ({source}); ours {round(total / 1e6, 2) - millions:+.2f}M")
     return total, trainable
 
 

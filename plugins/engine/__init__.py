@@ -6,4 +6,5 @@ from .defaults import (  # noqa: F401
     setup,
     train_or_evaluate,
 )
+from .stages import Stage, StageTrainer, run_stages  # noqa: F401
 from .trainer import PluginTrainer, resolve_device  # noqa: F401

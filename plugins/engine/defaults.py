@@ -204,11 +204,16 @@ def train_or_evaluate(args):
     """``tools/train_net.py``'s body: train (or resume), or evaluate ``MODEL.WEIGHTS`` with
     ``--eval-only``. Returns the evaluation results.
 
+    A meta-architecture that declares stages (``stages(cfg)``, ``plugins.engine.stages``)
+    trains them in order, each in ``OUTPUT_DIR/<stage name>``; every other model trains in one
+    run as before.
+
     The run holds ``OUTPUT_DIR``'s lock from before its first write (log, config.yaml) to its
     end. SIGINT / SIGTERM during training save ``model_interrupted.pth`` and raise
     ``plugins.engine.checkpoint.TrainingInterrupted``.
     """
     from .checkpoint import Checkpointer
+    from .stages import model_stages, run_stages
     from .trainer import PluginTrainer
 
     cfg, note = build_run_config(args)
@@ -223,6 +228,9 @@ def train_or_evaluate(args):
             model = PluginTrainer.build_model(cfg)
             Checkpointer(model).load(cfg.MODEL.WEIGHTS, strict=True, evaluation=True)
             return PluginTrainer.test(cfg, model)
+        stages = model_stages(cfg)
+        if stages:  # the model trains in stages, each in its own sub-folder of OUTPUT_DIR
+            return run_stages(cfg, args, stages)
         if getattr(args, "resume", False) and not resumes(cfg, args):
             logger.info(
                 f"--resume: no checkpoint in {cfg.OUTPUT_DIR} yet; training from the start."

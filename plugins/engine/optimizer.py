@@ -22,7 +22,7 @@ from fastreid.solver import build as solver_build
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_plugin_optimizer", "irra_param_groups"]
+__all__ = ["apply_lr_factors", "build_plugin_optimizer", "irra_param_groups"]
 
 
 def _new_layer_prefixes(model):
@@ -118,3 +118,45 @@ def build_plugin_optimizer(cfg, model):
         + ")"
     )
     return optimizer, params
+
+
+def apply_lr_factors(optimizer, model, lr_factors):
+    """Multiply the lr of every group whose parameters' names start with a prefix.
+
+    The factor multiplies whatever lr the group rules gave (``SOLVER.PARAM_GROUPS``); the first
+    matching prefix wins. Call before the lr scheduler is built (schedulers record each group's
+    initial lr). Every prefix must match a parameter of the optimizer, and a group must not mix
+    parameters with different factors.
+
+    Args:
+        optimizer (torch.optim.Optimizer): built from ``model``'s parameters.
+        model (nn.Module): the model the optimizer trains.
+        lr_factors (Mapping[str, float]): parameter-name prefix -> lr factor.
+    Returns:
+        dict: prefix -> number of parameter tensors scaled.
+    """
+    factors = dict(lr_factors or {})
+    if not factors:
+        return {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    scaled = dict.fromkeys(factors, 0)
+    for group in optimizer.param_groups:
+        hits = set()
+        for p in group["params"]:
+            name = names.get(id(p), "")
+            hits.add(next((prefix for prefix in factors if name.startswith(prefix)), None))
+        if len(hits) > 1:
+            raise ValueError(
+                f"an optimizer group mixes parameters with different lr factors ({sorted(map(str, hits))})"
+            )
+        prefix = hits.pop() if hits else None
+        if prefix is not None:
+            group["lr"] *= factors[prefix]
+            scaled[prefix] += len(group["params"])
+    unused = [prefix for prefix, count in scaled.items() if count == 0]
+    if unused:
+        raise ValueError(f"lr factors for {unused} match no trainable parameter of the optimizer")
+    logger.info(
+        "lr factors: " + ", ".join(f"{p}* x{factors[p]:g} ({n} tensors)" for p, n in scaled.items())
+    )
+    return scaled

@@ -25,6 +25,7 @@ from ..data.build import (
 )
 from ..data.samplers import EpochBatchSampler
 from ..evaluation.retrieval_evaluator import RetrievalEvaluator
+from ..evaluation.timing import InferenceTimer
 from .checkpoint import Checkpointer, EvalCheckpointHook, InterruptHook
 from .optimizer import build_plugin_optimizer
 
@@ -113,9 +114,13 @@ class PluginTrainer(DefaultTrainer):
             # Flip-test flips ``images`` only; caption batches carry none, and the plugin's
             # evaluators do not use it.
             flip = cfg.TEST.FLIP.ENABLED and not isinstance(evaluator, RetrievalEvaluator)
-            result = inference_on_dataset(model, loader, evaluator, flip_test=flip)
+            timed = InferenceTimer(model)
+            result = inference_on_dataset(timed, loader, evaluator, flip_test=flip)
             results[dataset_name] = result
             if comm.is_main_process():
+                logger.info(
+                    f"{dataset_name} {timed.summary(cfg.TEST.IMS_PER_BATCH, cfg.MODEL.DEVICE)}"
+                )
                 summary = {k: v for k, v in result.items() if "/" not in k}
                 logger.info(
                     f"Evaluation results for {dataset_name}: "

@@ -1,6 +1,7 @@
 """Text-to-image (and text-to-RGBT) retrieval evaluator on fast-reid's evaluator interface."""
 
 import logging
+import time
 from collections import OrderedDict
 
 import torch
@@ -73,7 +74,12 @@ class RetrievalEvaluator(DatasetEvaluator):
         g_pids = torch.tensor([g.pid for g in self.split.images])
 
         rows = OrderedDict()
+        start = time.perf_counter()
         rows["all"] = self._t2i(q_feats, g_feats, q_pids, g_pids)
+        logger.info(
+            f"ranking time: {1000.0 * (time.perf_counter() - start) / max(len(q_pids), 1):.3f} ms "
+            f"per query against {len(g_pids)} gallery items"
+        )
         query_image = torch.tensor([c.image_id for c in self.split.captions])
         for name, image_ids in sorted(self.split.subsets.items()):
             member = torch.zeros(len(self.split.images), dtype=torch.bool)

@@ -688,19 +688,30 @@ class CLIPTextEncoder(nn.Module):
             projection, padding_mask (B, L) bool, True after the EOT position
         """
         length = token_ids.shape[1]
-        if length > self.context_length:
-            raise ValueError(f"{length} tokens exceed the context length {self.context_length}")
-        x = self.token_embedding(token_ids) + self.positional_embedding[:length].to(
-            self.token_embedding.weight.dtype
-        )
-        mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
-        x = self.transformer(x, attn_mask=mask)
-        x = self.project(self.ln_final(x))
         eot = eot_positions(token_ids, self.eot_id)
-        global_feat = x[torch.arange(x.shape[0], device=x.device), eot]
+        global_feat, x = self.forward_embeddings(self.token_embedding(token_ids), eot)
         positions = torch.arange(length, device=token_ids.device)
         padding_mask = positions[None, :] > eot[:, None]
         return global_feat, x, padding_mask
+
+    def forward_embeddings(self, embeddings, eot):
+        """Encode token embeddings (looked-up ids, learned or synthesised ones) with the same
+        positional embedding, causal transformer, ``ln_final`` and projection as ``forward``.
+
+        embeddings (Tensor): (B, L, width) token embeddings before the positional embedding,
+            L <= context_length
+        eot (Tensor): (B,) long, the position whose output is the global feature
+        returns: global (B, D), tokens (B, L, D) after ln_final and the projection
+        """
+        length = embeddings.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"{length} tokens exceed the context length {self.context_length}")
+        x = embeddings + self.positional_embedding[:length].to(embeddings.dtype)
+        mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
+        x = self.transformer(x, attn_mask=mask)
+        x = self.project(self.ln_final(x))
+        eot = eot.to(x.device)
+        return x[torch.arange(x.shape[0], device=x.device), eot], x
 
 
 class CLIPDualEncoder(nn.Module):

@@ -97,8 +97,12 @@ class RetrievalModel(nn.Module):
 
     def text_tokens(self, ids):
         """ids (B, L) -> (tokens (B, L, D), global (B, D))."""
-        glob, tokens, _ = self.text_encoder(ids.to(self.device, non_blocking=True))
-        return tokens, glob
+        return self.caption_features(ids)[:2]
+
+    def caption_features(self, ids):
+        """ids (B, L) -> tokens (B, L, D), global (B, D), padding mask (B, L), True after EOT."""
+        glob, tokens, padding = self.text_encoder(ids.to(self.device, non_blocking=True))
+        return tokens, glob, padding
 
     @torch.no_grad()
     def encode_image(self, batch):
@@ -150,9 +154,15 @@ class CLIPRetrieval(RetrievalModel):
         image_feats = self.image_tokens(batch)[2][:, 0]
         text_ids = batch["text_mlm"] if self.masked_text else batch["text"]
         text_feats = self.text_tokens(text_ids)[1]
-        out = {
-            "loss_sdm": sdm_loss(image_feats, text_feats, pids, self.logit_scale) * self.sdm_weight
-        }
+        return self.alignment_losses(image_feats, text_feats, pids)
+
+    def sdm(self, image_feats, text_feats, pids):
+        """The global alignment term (SDM); subclasses may swap in a variant (FMFA's A-SDM)."""
+        return sdm_loss(image_feats, text_feats, pids, self.logit_scale)
+
+    def alignment_losses(self, image_feats, text_feats, pids):
+        """``loss_sdm`` (+ ``loss_id``) of global features (B, D) and (B, D); pids (B,)."""
+        out = {"loss_sdm": self.sdm(image_feats, text_feats, pids) * self.sdm_weight}
         if self.id_weight > 0:
             out["loss_id"] = self.identity_losses(image_feats, text_feats, pids)
         with torch.no_grad():

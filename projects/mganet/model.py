@@ -150,11 +150,6 @@ class MGANet(RetrievalModel):
                 f"{tuple(views)!r} (configs/RGBTPEDES/mganet.yml sets all four)."
             )
 
-    def _encode_text(self, ids):
-        """ids (B, L) -> tokens (B, L, D), global (B, D), padding mask (B, L)."""
-        glob, tokens, padding = self.text_encoder(ids.to(self.device, non_blocking=True))
-        return tokens, glob, padding
-
     def _labels(self, batch, key):
         return batch[f"{key}_labels"].to(self.device, non_blocking=True)
 
@@ -162,7 +157,7 @@ class MGANet(RetrievalModel):
         self._check_views(batch)
         pids = batch["targets"].to(self.device)
         rgb, thermal, fused = self.image_tokens(batch)
-        l2_tokens, l2_global, l2_padding = self._encode_text(batch["text_mlm"])
+        l2_tokens, l2_global, l2_padding = self.caption_features(batch["text_mlm"])
         fused_global = fused[:, 0]
 
         out = {
@@ -177,12 +172,12 @@ class MGANet(RetrievalModel):
 
         l1 = l3 = None
         if self.mab_weight > 0 or self.vrt_weight > 0:
-            l1 = self._encode_text(batch["text_color_masked"])
+            l1 = self.caption_features(batch["text_color_masked"])
         if self.trt_weight > 0:
-            l3 = self._encode_text(batch["text_nocolor_mlm"])
+            l3 = self.caption_features(batch["text_nocolor_mlm"])
         elif self.mab_weight > 0:
             with torch.no_grad():  # only the detached binding target is needed
-                l3 = self._encode_text(batch["text_nocolor_mlm"])
+                l3 = self.caption_features(batch["text_nocolor_mlm"])
 
         if self.mab_weight > 0:
             loss = mab_loss(rgb[:, 0], l1[1], thermal[:, 0], l3[1], self.tau2)
@@ -205,7 +200,7 @@ class MGANet(RetrievalModel):
                 continue
             masked_key = "text_color_masked" if name == "vrt" else "text_nocolor_mlm"
             with torch.no_grad():
-                target = self._encode_text(batch[target_key])[0]
+                target = self.caption_features(batch[target_key])[0]
             recon = self.heads[name](text[0], image, text[2])
             labels = self._labels(batch, masked_key)
             out[f"loss_{name}"] = semantic_consistency_loss(recon, target, labels) * weight

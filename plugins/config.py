@@ -86,6 +86,10 @@ def add_plugins_config(cfg):
     _C.TEST.I2T = False
     # Gallery of a challenge subset's queries: "all" test images, or "subset" (its own images).
     _C.TEST.SUBSET_GALLERY = "all"
+    # Split the evaluations during training use, and so model_best.pth: "test" (fast-reid's
+    # habit, and IRRA's) or "val" (datasets without one use test); with "val", the final model
+    # and the one selected on val are both evaluated on test at the end.
+    _C.TEST.SELECT_ON = "test"
     # Rows of the query x gallery similarity computed at once by the ranking.
     _C.TEST.RANK_CHUNK = 1024
     return cfg

@@ -1,13 +1,13 @@
 """CoRL: losses against hand-worked values and plain loops, frozen parts, the feature cache,
 inference scores, configs, and both stages end to end through tools/train_net.py."""
 
+import inspect
 import math
 import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -20,31 +20,15 @@ import torch.nn.functional as F  # noqa: E402
 from fastreid.modeling.meta_arch import build_model  # noqa: E402
 
 import projects.corl  # noqa: E402, F401
-from plugins.data.build import TextViews, build_text_train_loader  # noqa: E402
+from plugins.data.build import build_text_train_loader  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
 from plugins.engine.stages import freeze_for_stage, model_stages  # noqa: E402
 from plugins.evaluation import rank_metrics  # noqa: E402
-from projects.corl.losses import (  # noqa: E402
-    align_loss,
-    correlation_loss,
-    crcl_loss,
-    feature_mse,
-    ibm_loss,
-    ibm_star_loss,
-    symmetric_nce,
-)
+from projects.corl import losses as corl  # noqa: E402
 from projects.corl.ves import Adapter, prompt_token_ids  # noqa: E402
+from tests.fixtures_model import ROOT, TINY_CLIP, build_model_from, caption_batch  # noqa: E402
 from tests.fixtures_text import record, write_cuhkpedes  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "MODEL.CLIP.NAME", "tiny-vit",
-    "MODEL.CLIP.STRIDE", "8",
-    "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.DEVICE", "cpu",
-    "INPUT.SIZE_TRAIN", "[64, 32]",
-    "INPUT.SIZE_TEST", "[64, 32]",
-]  # fmt: skip
 DEMO = "configs/Demo/corl.yml"
 CORL_CONFIGS = [
     "configs/CUHKPEDES/corl.yml",
@@ -86,8 +70,8 @@ def test_ibm_loss_by_hand():
     )
     neg = sum(softplus(40 * (s[i][j] - be)) for i, j in [(0, 2), (1, 2), (2, 0), (2, 1)])
     expected = (sp + wp + neg) / 3
-    assert ibm_loss(img, txt, pids).item() == pytest.approx(expected, rel=1e-10)
-    assert ibm_star_loss(img, txt, pids).item() == pytest.approx((sp + neg) / 3, rel=1e-10)
+    assert corl.ibm_loss(img, txt, pids).item() == pytest.approx(expected, rel=1e-10)
+    assert corl.ibm_star_loss(img, txt, pids).item() == pytest.approx((sp + neg) / 3, rel=1e-10)
     # A concrete number, worked out once from the formula above.
     assert expected == pytest.approx(
         (softplus(-10 * (math.cos(-0.2) - 0.6)) + softplus(-10 * (math.cos(-0.4) - 0.6))
@@ -123,17 +107,34 @@ def test_ibm_loss_equals_a_loop_on_random_data():
     pids = torch.tensor([3, 3, 3, 3, 5, 5, 7, 7, 7, 9])
     image_ids = torch.tensor([0, 0, 1, 2, 3, 4, 5, 5, 6, 7])  # rows 0-1 and 6-7 share an image
     args = (0.55, 0.3, 8.0, 4.0, 30.0)
-    got = ibm_loss(img, txt, pids, image_ids, *args)
+    got = corl.ibm_loss(img, txt, pids, image_ids, *args)
     assert got.item() == pytest.approx(ibm_by_loop(img, txt, pids, image_ids, *args), rel=1e-10)
-    star = ibm_star_loss(img, txt, pids, image_ids, alpha=0.55, beta=0.3, tau_sp=8.0,
-                         tau_wp=4.0, tau_n=30.0)  # fmt: skip
+    star = corl.ibm_star_loss(img, txt, pids, image_ids, alpha=0.55, beta=0.3, tau_sp=8.0,
+                              tau_wp=4.0, tau_n=30.0)  # fmt: skip
     assert star.item() == pytest.approx(
         ibm_by_loop(img, txt, pids, image_ids, *args, weak=False), rel=1e-10
     )
     # Defaults are the paper's.
-    assert ibm_loss(img, txt, pids, image_ids).item() == pytest.approx(
+    assert corl.ibm_loss(img, txt, pids, image_ids).item() == pytest.approx(
         ibm_by_loop(img, txt, pids, image_ids, 0.6, 0.4, 10.0, 5.0, 40.0), rel=1e-10
     )
+
+
+def test_ibm_bounds_are_the_defaults_of_both_losses_and_of_the_config():
+    defaults = inspect.signature(corl.ibm_loss).parameters
+    assert {k: defaults[k].default for k in corl.IBM_BOUNDS} == corl.IBM_BOUNDS
+    assert corl.IBM_BOUNDS == {
+        "alpha": 0.6,
+        "beta": 0.4,
+        "tau_sp": 10.0,
+        "tau_wp": 5.0,
+        "tau_n": 40.0,
+    }
+    with pytest.raises(TypeError, match="tau_p"):
+        corl.ibm_star_loss(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 1]), tau_p=1.0)
+    # The model reads each bound from its own config key.
+    model, _ = build(DEMO, "MODEL.CORL.BETA", "0.35", "MODEL.CORL.TAU_N", "30.0")
+    assert model.bounds == {**corl.IBM_BOUNDS, "beta": 0.35, "tau_n": 30.0}
 
 
 def test_ibm_image_ids_make_captions_of_one_image_strong_positives():
@@ -142,17 +143,17 @@ def test_ibm_image_ids_make_captions_of_one_image_strong_positives():
     txt = torch.randn(4, 5, generator=g, dtype=torch.float64)
     pids = torch.tensor([0, 0, 1, 1])
     same = torch.tensor([0, 0, 1, 2])  # rows 0 and 1: two captions of one image
-    none = ibm_loss(img, txt, pids)
-    assert none.item() == pytest.approx(ibm_loss(img, txt, pids, torch.arange(4)).item())
+    none = corl.ibm_loss(img, txt, pids)
+    assert none.item() == pytest.approx(corl.ibm_loss(img, txt, pids, torch.arange(4)).item())
     assert none.item() == pytest.approx(
         ibm_by_loop(img, txt, pids, [0, 1, 2, 3], 0.6, 0.4, 10, 5, 40)
     )
-    with_ids = ibm_loss(img, txt, pids, same)
+    with_ids = corl.ibm_loss(img, txt, pids, same)
     assert with_ids.item() == pytest.approx(ibm_by_loop(img, txt, pids, same, 0.6, 0.4, 10, 5, 40))
     assert with_ids.item() != pytest.approx(none.item())
     # An image id shared across identities does not make a positive.
     cross = torch.tensor([0, 1, 0, 1])
-    assert ibm_loss(img, txt, pids, cross).item() == pytest.approx(none.item())
+    assert corl.ibm_loss(img, txt, pids, cross).item() == pytest.approx(none.item())
 
 
 def test_ibm_gradients_are_finite():
@@ -160,7 +161,7 @@ def test_ibm_gradients_are_finite():
     img = torch.randn(8, 16, generator=g, requires_grad=True)
     txt = torch.randn(8, 16, generator=g, requires_grad=True)
     pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    ibm_loss(img * 100, txt, pids, torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])).backward()
+    corl.ibm_loss(img * 100, txt, pids, torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])).backward()
     assert torch.isfinite(img.grad).all() and torch.isfinite(txt.grad).all()
     assert img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0
 
@@ -184,9 +185,9 @@ def test_stage1_align_losses_equal_loops():
     z_hat = torch.randn(6, 4, generator=g, dtype=torch.float64)
     # Eq. 2: both directions; Eq. 3: mean squared L2 distance of the raw features.
     want = nce_loop(z_t, z_hat, 0.5) + nce_loop(z_hat, z_t, 0.5)
-    assert symmetric_nce(z_t, z_hat, 0.5).item() == pytest.approx(want, rel=1e-10)
+    assert corl.symmetric_nce(z_t, z_hat, 0.5).item() == pytest.approx(want, rel=1e-10)
     mse = sum(float(((z_hat[i] - z_t[i]) ** 2).sum()) for i in range(6)) / 6
-    assert feature_mse(z_hat, z_t).item() == pytest.approx(mse, rel=1e-10)
+    assert corl.feature_mse(z_hat, z_t).item() == pytest.approx(mse, rel=1e-10)
 
 
 def test_correlation_loss_equals_a_loop():
@@ -207,7 +208,7 @@ def test_correlation_loss_equals_a_loop():
         return total / 6
 
     want = direction(zv, zh) + direction(zh, zv)
-    got = correlation_loss(z_v, z_hat, torch.tensor(pids), tau)
+    got = corl.correlation_loss(z_v, z_hat, torch.tensor(pids), tau)
     assert got.item() == pytest.approx(want, rel=1e-10)
 
 
@@ -217,7 +218,7 @@ def test_stage2_align_loss_equals_a_loop_and_stops_text_gradients():
     t = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     want = 0.1 * (nce_loop(t, t_hat, 0.02) + nce_loop(t_hat, t, 0.02))
     want += sum(float(((t_hat[i] - t[i]) ** 2).sum().detach()) for i in range(5)) / 5
-    loss = align_loss(t_hat, t, 0.1, 0.02)
+    loss = corl.align_loss(t_hat, t, 0.1, 0.02)
     assert loss.item() == pytest.approx(want, rel=1e-9)
     loss.backward()
     assert t.grad is None and torch.isfinite(t_hat.grad).all() and t_hat.grad.abs().sum() > 0
@@ -255,9 +256,9 @@ def test_crcl_equals_a_loop_and_reaches_both_branches():
     v = torch.randn(8, 5, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.randn(8, 5, generator=g, dtype=torch.float64, requires_grad=True)
     pids = [4, 4, 9, 9, 9, 1, 1, 6]
-    loss = crcl_loss(v, t, torch.tensor(pids), 0.5)
+    loss = corl.crcl_loss(v, t, torch.tensor(pids), 0.5)
     assert loss.item() == pytest.approx(crcl_loop(v.detach(), t.detach(), pids, 0.5), rel=1e-9)
-    assert crcl_loss(v, v, torch.tensor(pids), 0.5).item() == pytest.approx(0.0, abs=1e-12)
+    assert corl.crcl_loss(v, v, torch.tensor(pids), 0.5).item() == pytest.approx(0.0, abs=1e-12)
     loss.backward()
     assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0 and t.grad.abs().sum() > 0
 
@@ -266,9 +267,8 @@ def test_crcl_equals_a_loop_and_reaches_both_branches():
 
 
 def build(config=DEMO, *opts):
-    cfg = build_config(str(ROOT / config), TINY + ["MODEL.HEADS.NUM_CLASSES", "5"] + list(opts))
-    torch.manual_seed(0)
-    return build_model(cfg), cfg
+    cfg, model = build_model_from(config, "MODEL.HEADS.NUM_CLASSES", "5", *opts)
+    return model, cfg
 
 
 def test_prompt_ids_and_adapter_start():
@@ -317,12 +317,9 @@ def test_text_encoder_forward_embeddings_matches_the_ids_path():
 
 
 def make_batch():
-    views = TextViews(("mlm",), 48)  # the Demo context length
+    # Unseeded, with captions 0 and 1 describing one image; the Demo context length.
     caps = ["a man in red", "a man in red coat", "a woman with a bag", "a girl in blue"]
-    items = [views(c) for c in caps]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
-    batch["images"] = torch.rand(4, 3, 64, 32) * 255
-    batch["targets"] = torch.tensor([0, 0, 1, 2])
+    batch = caption_batch(seed=None, captions=caps, context_length=48)
     batch["image_ids"] = torch.tensor([0, 0, 1, 2])
     return batch
 
@@ -331,12 +328,18 @@ def grads(model):
     return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
-def test_stage1_trains_only_the_fc_layer():
+def model_in_stage(index):
+    """The Demo model frozen and set up for its stage ``index`` (0: VES, 1: collaboration)."""
     model, cfg = build()
-    stage1, _ = model_stages(cfg)
-    freeze_for_stage(model, stage1)
-    model.enter_stage(stage1)
-    model.train()
+    stages = model_stages(cfg)
+    assert [s.name for s in stages] == ["stage1", "stage2"]
+    freeze_for_stage(model, stages[index])
+    model.enter_stage(stages[index])
+    return model.train()
+
+
+def test_stage1_trains_only_the_fc_layer():
+    model = model_in_stage(0)
     batch = {
         "image_embeds": torch.randn(4, model.embed_dim),
         "text_embeds": torch.randn(4, model.embed_dim),
@@ -349,11 +352,7 @@ def test_stage1_trains_only_the_fc_layer():
 
 
 def test_stage2_keeps_ves_frozen_and_trains_the_rest():
-    model, cfg = build()
-    _, stage2 = model_stages(cfg)
-    freeze_for_stage(model, stage2)
-    model.enter_stage(stage2)
-    model.train()
+    model = model_in_stage(1)
     losses = model(make_batch())
     assert set(losses) == {"loss_ibm", "loss_id", "loss_align", "loss_crcl"}
     assert all(torch.isfinite(v) for v in losses.values())
@@ -420,7 +419,7 @@ def test_eval_model_has_no_classifier_but_keeps_ves_and_adapter():
 
 @pytest.mark.parametrize("config", CORL_CONFIGS)
 def test_config_builds(config):
-    cfg = build_config(str(ROOT / config), TINY + ["MODEL.HEADS.NUM_CLASSES", "5"])
+    cfg = build_config(str(ROOT / config), TINY_CLIP + ["MODEL.HEADS.NUM_CLASSES", "5"])
     assert cfg.MODEL.META_ARCHITECTURE == "CoRL"
     assert build_model(cfg) is not None
     stages = model_stages(cfg)
@@ -507,7 +506,7 @@ def train_net(data, *opts, resume=False, eval_only=False):
     cmd = [sys.executable, "tools/train_net.py", "--config-file", DEMO]
     cmd += ["--resume"] if resume else []
     cmd += ["--eval-only"] if eval_only else []
-    cmd += TINY + ["DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST_NUM_WORKERS", "0"]
+    cmd += TINY_CLIP + ["DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST_NUM_WORKERS", "0"]
     cmd += ["SOLVER.IMS_PER_BATCH", "8", "SOLVER.CHECKPOINT_PERIOD", "1", "SEED", "0"]
     env = dict(os.environ, FASTREID_DATASETS=str(data), HF_HUB_OFFLINE="1")
     proc = subprocess.run(

@@ -3,7 +3,6 @@ the model against IRRA, configs, and train / --eval-only through tools/train_net
 
 import math
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -13,10 +12,8 @@ import plugins  # noqa: E402, F401  (fastreid compatibility fixes, registration)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fastreid.modeling.meta_arch import build_model  # noqa: E402
 
 import projects.fmfa  # noqa: E402, F401
-from plugins.data.build import TextViews  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
 from plugins.modeling.losses import sdm_loss  # noqa: E402
 from projects.fmfa.losses import (  # noqa: E402
@@ -30,26 +27,10 @@ from projects.fmfa.losses import (  # noqa: E402
     token_patch_similarity,
     weighted_sdm_loss,
 )
+from tests.fixtures_model import IRRA_HEADS, ROOT, SHORT_RUN, build_model_from, caption_batch  # noqa: E402
 from tests.fixtures_text import write_cuhkpedes  # noqa: E402
 from tests.test_train_net import final_results, train_net  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "MODEL.CLIP.NAME", "tiny-vit",
-    "MODEL.CLIP.STRIDE", "8",
-    "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.DEVICE", "cpu",
-    "INPUT.SIZE_TRAIN", "[64, 32]",
-    "INPUT.SIZE_TEST", "[64, 32]",
-    "MODEL.HEADS.NUM_CLASSES", "3",
-    "MODEL.IRR.DEPTH", "2",
-]  # fmt: skip
-CAPTIONS = [
-    "A woman with long black hair wears a red coat and blue jeans",
-    "A man in a white shirt and grey trousers carries a black bag",
-    "A girl wearing a pink dress and white shoes",
-    "A tall man with a green jacket and a black backpack",
-]
 FMFA_CONFIGS = [
     "configs/CUHKPEDES/fmfa.yml",
     "configs/ICFGPEDES/fmfa.yml",
@@ -60,19 +41,7 @@ FMFA_CONFIGS = [
 
 
 def build(config="configs/CUHKPEDES/fmfa.yml", *opts):
-    cfg = build_config(str(ROOT / config), TINY + list(opts))
-    torch.manual_seed(0)
-    return build_model(cfg)
-
-
-def make_batch(seed=0):
-    torch.manual_seed(seed)
-    views = TextViews(("mlm",))
-    items = [views(c) for c in CAPTIONS]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
-    batch["images"] = torch.rand(4, 3, 64, 32) * 255
-    batch["targets"] = torch.tensor([0, 0, 1, 2])
-    return batch
+    return build_model_from(config, *IRRA_HEADS, *opts)[1]
 
 
 # ------------------------------------------------------------------ plain-python references
@@ -322,7 +291,7 @@ def test_a_sdm_gradients_are_finite():
 def test_unknown_weight_source_is_an_error():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match="weight_from"):
-        weighted_sdm_loss(x, x, torch.tensor([0, 1]), weight_from="rank")
+        weighted_sdm_loss(x, x, torch.tensor([0, 1]), 50.0, 10.0, weight_from="rank")
 
 
 # ------------------------------------------------------------------ EFA, step by step
@@ -505,7 +474,7 @@ def test_without_efa_and_alpha_zero_fmfa_is_irra():
     ).train()
     irra = build("configs/CUHKPEDES/irra.yml").train()
     irra.load_state_dict(fmfa.state_dict(), strict=True)
-    batch = make_batch()
+    batch = caption_batch()
     torch.manual_seed(1)
     a = fmfa(batch)
     torch.manual_seed(1)
@@ -531,7 +500,7 @@ def test_without_efa_and_alpha_zero_fmfa_is_irra():
 
 def test_full_model_losses_and_gradients():
     model = build().train()
-    batch = make_batch()
+    batch = caption_batch()
     out = model(batch)
     assert set(out) == {"loss_asdm", "loss_id", "loss_irr", "loss_efa"}
     assert all(torch.isfinite(v) for v in out.values())
@@ -572,7 +541,7 @@ def test_efa_text_mask_options():
 
 def test_authors_code_options_reach_the_losses():
     base = build().train()
-    batch = make_batch()
+    batch = caption_batch()
     feats = base.training_features(batch)
     reference = base.losses_from(feats, batch)
     lam10 = ["MODEL.FMFA.LSE_LAMBDA", "10.0"]
@@ -603,7 +572,7 @@ def test_training_only_parts_are_not_built_for_evaluation():
     # Training FMFA adds no parameter to IRRA's.
     assert build().state_dict().keys() == build("configs/CUHKPEDES/irra.yml").state_dict().keys()
     with pytest.raises(RuntimeError, match="TRAINING_HEADS"):
-        model.train()(make_batch())
+        model.train()(caption_batch())
 
 
 def test_configuration_errors():
@@ -665,7 +634,7 @@ def test_ablation_rows_are_overrides():
         ("False", "True"): {"loss_sdm", "loss_id", "loss_irr", "loss_efa"},
         ("True", "True"): {"loss_asdm", "loss_id", "loss_irr", "loss_efa"},
     }
-    batch = make_batch()
+    batch = caption_batch()
     for (a_sdm, efa), keys in rows.items():
         model = build(base, "MODEL.FMFA.A_SDM", a_sdm, "MODEL.FMFA.EFA", efa).train()
         assert set(model(batch)) == keys
@@ -682,10 +651,7 @@ def test_train_then_eval_only(tmp_path):
         "configs/CUHKPEDES/fmfa.yml",
         str(data),
         "MODEL.IRR.DEPTH", "1",
-        "SOLVER.IMS_PER_BATCH", "4",
-        "SOLVER.MAX_EPOCH", "2",
-        "TEST.EVAL_PERIOD", "2",
-        "SOLVER.LOG_PERIOD", "1",
+        *SHORT_RUN,
         "OUTPUT_DIR", str(out),
     )  # fmt: skip
     for key in ("loss_asdm", "loss_efa", "loss_irr", "loss_id"):

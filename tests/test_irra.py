@@ -2,7 +2,6 @@
 parameter counts against the papers, and cross-dataset ``--eval-only`` through train_net."""
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -12,54 +11,22 @@ import plugins  # noqa: E402, F401  (fastreid compatibility fixes, registration)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fastreid.modeling.meta_arch import build_model  # noqa: E402
 
-from plugins.data.build import TextViews  # noqa: E402
-from plugins.engine import build_config  # noqa: E402
 from plugins.engine.optimizer import build_plugin_optimizer  # noqa: E402
 from plugins.modeling.losses import sdm_loss  # noqa: E402
+from tests.fixtures_model import IRRA_HEADS, ROOT, SHORT_RUN, build_model_from, caption_batch  # noqa: E402
 from tests.fixtures_text import write_cuhkpedes, write_icfgpedes, write_rstpreid  # noqa: E402
 from tests.test_train_net import final_results, train_net  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "MODEL.CLIP.NAME", "tiny-vit",
-    "MODEL.CLIP.STRIDE", "8",
-    "MODEL.BACKBONE.PRETRAIN", "False",
-    "MODEL.DEVICE", "cpu",
-    "INPUT.SIZE_TRAIN", "[64, 32]",
-    "INPUT.SIZE_TEST", "[64, 32]",
-    "MODEL.HEADS.NUM_CLASSES", "3",
-    "MODEL.IRR.DEPTH", "2",
-]  # fmt: skip
-CAPTIONS = [
-    "A woman with long black hair wears a red coat and blue jeans",
-    "A man in a white shirt and grey trousers carries a black bag",
-    "A girl wearing a pink dress and white shoes",
-    "A tall man with a green jacket and a black backpack",
-]
-
 
 def build(config="configs/CUHKPEDES/irra.yml", *opts):
-    cfg = build_config(str(ROOT / config), TINY + list(opts))
-    torch.manual_seed(0)
-    return cfg, build_model(cfg)
-
-
-def make_batch(seed=0):
-    torch.manual_seed(seed)
-    views = TextViews(("mlm",))
-    items = [views(c) for c in CAPTIONS]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
-    batch["images"] = torch.rand(4, 3, 64, 32) * 255
-    batch["targets"] = torch.tensor([0, 0, 1, 2])
-    return batch
+    return build_model_from(config, *IRRA_HEADS, *opts)
 
 
 def test_masked_caption_feeds_only_irr():
     _, irra = build()
     _, baseline = build("configs/CUHKPEDES/clip_sdm.yml")
-    batch = make_batch()
+    batch = caption_batch()
     out = irra.losses(batch)
     assert set(out) == {"loss_sdm", "loss_id", "loss_irr"}
     # The shared parts are built first, so both models hold the same encoders and classifier.
@@ -80,7 +47,7 @@ def test_masked_caption_feeds_only_irr():
 
 def test_irr_loss_against_a_plain_loop():
     _, model = build()
-    batch = make_batch(1)
+    batch = caption_batch(seed=1)
     image_tokens = model.image_tokens(batch)[2]
     loss = model.irr_loss(batch, image_tokens)
 
@@ -99,7 +66,7 @@ def test_irr_loss_against_a_plain_loop():
 
 def test_irr_padding_takes_no_part():
     _, model = build()
-    batch = make_batch(2)
+    batch = caption_batch(seed=2)
     image_tokens = model.image_tokens(batch)[2]
     tokens, _, padding = model.caption_features(batch["text_mlm"])
     assert padding.any()
@@ -111,7 +78,7 @@ def test_irr_padding_takes_no_part():
 
 def test_irr_gradients_reach_both_encoders_and_are_finite():
     _, model = build()
-    loss = model.losses(make_batch())["loss_irr"]
+    loss = model.losses(caption_batch())["loss_irr"]
     loss.backward()
     for prefix in ("irr.cross.cross_attn.", "irr.mlm.fc.", "image_encoder.", "text_encoder."):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
@@ -124,7 +91,7 @@ def test_configuration_errors_name_the_setting():
     with pytest.raises(ValueError, match="MASKED_TEXT"):
         build("configs/CUHKPEDES/irra.yml", "MODEL.RETRIEVAL.MASKED_TEXT", "True")
     _, model = build()
-    batch = make_batch()
+    batch = caption_batch()
     del batch["text_mlm"]
     with pytest.raises(ValueError, match="INPUT.TEXT.VIEWS"):
         model.losses(batch)
@@ -182,10 +149,7 @@ def test_cuhkpedes_checkpoint_evaluates_on_other_datasets(tmp_path):
     trained = train_net(
         "configs/Demo/irra.yml",
         str(data),
-        "SOLVER.IMS_PER_BATCH", "4",
-        "SOLVER.MAX_EPOCH", "2",
-        "TEST.EVAL_PERIOD", "2",
-        "SOLVER.LOG_PERIOD", "1",
+        *SHORT_RUN,
         "OUTPUT_DIR", str(out),
     )  # fmt: skip
     assert "loss_irr" in trained

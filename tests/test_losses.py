@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.modeling.losses import id_loss, info_nce, pairwise_euclidean, sdm_loss, wrt_loss
+from plugins.modeling.losses import (
+    id_loss,
+    info_nce,
+    pairwise_euclidean,
+    sdm_loss,
+    sdm_row_kl,
+    wrt_loss,
+)
 
 
 def _softplus(x):
@@ -46,6 +53,21 @@ def ref_sdm(img, txt, pids, scale, eps):
         return total / n
 
     return one_direction(img, txt) + one_direction(txt, img)
+
+
+def ref_row_kl(logits, pids, eps):
+    """KL(softmax(row) || q) of every row of a nested list; q spreads over same-pid columns."""
+    out = []
+    for i, row in enumerate(logits):
+        z = sum(math.exp(v) for v in row)
+        positives = sum(1 for p in pids if p == pids[i])
+        total = 0.0
+        for j, v in enumerate(row):
+            p = math.exp(v) / z
+            q = (1.0 if pids[j] == pids[i] else 0.0) / positives
+            total += p * (math.log(p) - math.log(q + eps))
+        out.append(total)
+    return out
 
 
 def ref_info_nce(query, keys, tau):
@@ -108,6 +130,35 @@ def test_sdm_matches_loop_reference(seed):
     img, txt, pids = _random_batch(seed)
     got = sdm_loss(img, txt, pids, logit_scale=7.0, eps=1e-8)
     assert got.item() == pytest.approx(ref_sdm(img, txt, pids.tolist(), 7.0, 1e-8), rel=1e-9)
+
+
+def test_sdm_row_kl_by_hand():
+    # Distinct ids: q is one-hot; row [2, 0] has p = (e^2, 1) / (e^2 + 1) and column [2, 1]
+    # has p = (e, 1) / (e + 1) for the text-to-image direction.
+    eps = 1e-8
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    i2t, t2i = sdm_row_kl(logits, torch.tensor([0, 1]), eps)
+
+    def row(hit, miss):  # the positive's logit, the negative's logit
+        p_hit = math.exp(hit) / (math.exp(hit) + math.exp(miss))
+        p_miss = 1 - p_hit
+        return p_hit * (math.log(p_hit) - math.log(1 + eps)) + p_miss * (
+            math.log(p_miss) - math.log(eps)
+        )
+
+    assert i2t.tolist() == pytest.approx([row(2, 0), row(0, 1)], rel=1e-10)
+    assert t2i.tolist() == pytest.approx([row(2, 1), row(0, 0)], rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_sdm_row_kl_matches_loop_reference_per_row(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = 4 * torch.randn(6, 6, generator=g, dtype=torch.float64)  # not symmetric
+    pids = [2, 2, 0, 5, 0, 2]
+    i2t, t2i = sdm_row_kl(logits, torch.tensor(pids), 1e-8)
+    assert i2t.shape == t2i.shape == (6,)
+    assert i2t.tolist() == pytest.approx(ref_row_kl(logits.tolist(), pids, 1e-8), rel=1e-10)
+    assert t2i.tolist() == pytest.approx(ref_row_kl(logits.t().tolist(), pids, 1e-8), rel=1e-10)
 
 
 def test_sdm_symmetric_in_image_and_text():

@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -14,7 +13,6 @@ import plugins  # noqa: E402, F401  (fastreid compatibility fixes, registration)
 # isort: split
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from fastreid.modeling.meta_arch import build_model  # noqa: E402
 
 import projects.mganet  # noqa: E402, F401
 from plugins.data.build import TextViews  # noqa: E402
@@ -33,27 +31,18 @@ from projects.mganet.losses import (  # noqa: E402
     mutual_alignment_loss,
     semantic_consistency_loss,
 )
+from tests.fixtures_model import (  # noqa: E402
+    CAPTIONS,
+    ROOT,
+    TINY_CLIP,
+    build_model_from,
+    caption_batch,
+)
 from tests.fixtures_text import write_rgbtpedes  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "MODEL.CLIP.NAME",
-    "tiny-vit",
-    "INPUT.SIZE_TRAIN",
-    "[64, 32]",
-    "INPUT.SIZE_TEST",
-    "[64, 32]",
-    "MODEL.CLIP.STRIDE",
-    "8",
-    "MODEL.BACKBONE.PRETRAIN",
-    "False",
-    "MODEL.DEVICE",
-    "cpu",
-    "MODEL.CLIP.CONTEXT_LENGTH",
-    "77",
-    "INPUT.TEXT.CONTEXT_LENGTH",
-    "77",
-]
+# MGANet's captions keep CLIP's full context (the Demo configs shorten it).
+FULL_CONTEXT = ["MODEL.CLIP.CONTEXT_LENGTH", "77", "INPUT.TEXT.CONTEXT_LENGTH", "77"]
+TINY = TINY_CLIP + FULL_CONTEXT
 MGANET_CONFIGS = [
     "configs/RGBTPEDES/mganet.yml",
     "configs/RGBTPEDES/mganet_ablation/baseline.yml",
@@ -65,13 +54,7 @@ MGANET_CONFIGS = [
     "configs/Demo/mganet.yml",
     "configs/Demo/mganet_baseline.yml",
 ]
-CAPTION = "A woman with long black hair wears a red coat and blue jeans"
-CAPTIONS = [
-    CAPTION,
-    "A man in a white shirt and grey trousers carries a black bag",
-    "A girl wearing a pink dress and white shoes",
-    "A tall man with a green jacket and a black backpack",
-]
+CAPTION = CAPTIONS[0]
 ALL_VIEWS = ("mlm", "color_masked", "nocolor", "nocolor_mlm")
 
 
@@ -89,20 +72,11 @@ def nce_by_hand(query_angles, key_angles, tau):
 
 
 def build(config, *opts):
-    cfg = build_config(str(ROOT / config), TINY + list(opts))
-    torch.manual_seed(0)
-    return build_model(cfg)
+    return build_model_from(config, *FULL_CONTEXT, *opts)[1]
 
 
-def make_batch(seed=0, views=ALL_VIEWS):
-    torch.manual_seed(seed)
-    text_views = TextViews(views)
-    items = [text_views(c) for c in CAPTIONS]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
-    batch["images"] = torch.rand(4, 3, 64, 32) * 255
-    batch["t_images"] = torch.rand(4, 3, 64, 32) * 255
-    batch["targets"] = torch.tensor([0, 0, 1, 2])
-    return batch
+def make_batch(views=ALL_VIEWS):
+    return caption_batch(views, thermal=True)
 
 
 # ------------------------------------------------------------------ (a) losses by hand

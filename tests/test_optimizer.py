@@ -125,3 +125,17 @@ def test_cat_fusion_is_an_ordinary_linear_layer_by_default():
     assert torch.allclose(averaged(rgb, thermal), (rgb + thermal) / 2, atol=1e-6)
     with pytest.raises(ValueError, match="Cat initialisation"):
         TokenFusion("cat", 16, cat_init="zeros")
+
+
+def test_a_schedule_without_epochs_after_the_warm_up_is_a_clear_error():
+    from plugins.engine.trainer import PluginTrainer
+
+    opts = TINY_MGANET + ["SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_ITERS", "15"]
+    cfg = build_config("configs/Demo/mganet.yml", opts)
+    optimizer, _ = build_plugin_optimizer(cfg, build_model(cfg))
+    with pytest.raises(ValueError, match="no epoch to anneal"):
+        PluginTrainer.build_lr_scheduler(cfg, optimizer, iters_per_epoch=10)
+    # A warm-up as long as the whole training never reaches the cosine schedule: allowed.
+    assert PluginTrainer.build_lr_scheduler(cfg, optimizer, iters_per_epoch=7)
+    schedulers = PluginTrainer.build_lr_scheduler(cfg, optimizer, iters_per_epoch=20)
+    assert "lr_sched" in schedulers

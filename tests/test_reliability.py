@@ -146,35 +146,34 @@ def test_eval_only_builds_no_training_heads_and_reproduces_training(
     assert re.search(r"PRETRAIN: false", saved) and re.search(r"WEIGHTS: ''", saved)
 
 
+def rejected_eval(config, data_root, weights, output_dir, *opts):
+    """An ``--eval-only`` run of ``config`` from ``weights`` that must fail: its output."""
+    code, log = run_train_net(
+        config,
+        data_root,
+        *opts,
+        "MODEL.WEIGHTS", str(weights),
+        "OUTPUT_DIR", str(output_dir),
+        eval_only=True,
+    )  # fmt: skip
+    assert code != 0, log[-3000:]
+    return log
+
+
 def test_eval_only_rejects_checkpoints_of_other_models(trained, cuhk, rgbt, tmp_path):
     clip_sdm = os.path.join(trained["cuhk_clip_sdm"][0], "model_final.pth")  # tiny-vit
 
     # tiny-vit weights into a tiny-rn model.
-    code, log = run_train_net(
-        "configs/CUHKPEDES/clip_sdm.yml",
-        cuhk,
-        "MODEL.CLIP.NAME", "tiny-rn",
-        "MODEL.WEIGHTS", clip_sdm,
-        "OUTPUT_DIR", str(tmp_path / "rn"),
-        eval_only=True,
-    )  # fmt: skip
-    assert code != 0
+    rn = ["MODEL.CLIP.NAME", "tiny-rn"]
+    log = rejected_eval("configs/CUHKPEDES/clip_sdm.yml", cuhk, clip_sdm, tmp_path / "rn", *rn)
     assert f"MODEL.WEIGHTS {clip_sdm} does not fit the CLIPRetrieval model" in log
     assert "missing from the checkpoint" in log and "in the checkpoint but not in the model" in log
     assert "shapes differ" in log and "image_encoder.visual.conv1.weight" in log
     assert "Evaluation results" not in log
 
     # A CLIPRetrieval checkpoint into MGANet (same CLIP, same context length): ATF is missing.
-    code, log = run_train_net(
-        "configs/Demo/mganet.yml",
-        rgbt,
-        "MODEL.CLIP.CONTEXT_LENGTH", "77",
-        "INPUT.TEXT.CONTEXT_LENGTH", "77",
-        "MODEL.WEIGHTS", clip_sdm,
-        "OUTPUT_DIR", str(tmp_path / "mganet"),
-        eval_only=True,
-    )  # fmt: skip
-    assert code != 0
+    context = ["MODEL.CLIP.CONTEXT_LENGTH", "77", "INPUT.TEXT.CONTEXT_LENGTH", "77"]
+    log = rejected_eval("configs/Demo/mganet.yml", rgbt, clip_sdm, tmp_path / "mganet", *context)
     assert "does not fit the MGANet model" in log
     assert re.search(r"missing from the checkpoint \(\d+\): fusion\.", log)
     assert "shapes differ" not in log and "Evaluation results" not in log
@@ -183,14 +182,7 @@ def test_eval_only_rejects_checkpoints_of_other_models(trained, cuhk, rgbt, tmp_
 def test_text_file_as_model_weights_is_named(rgbt, tmp_path):
     weights = tmp_path / "weights.txt"
     weights.write_text("not a checkpoint\n")
-    code, log = run_train_net(
-        "configs/Demo/clip_sdm_add.yml",
-        rgbt,
-        "MODEL.WEIGHTS", str(weights),
-        "OUTPUT_DIR", str(tmp_path / "out"),
-        eval_only=True,
-    )  # fmt: skip
-    assert code != 0
+    log = rejected_eval("configs/Demo/clip_sdm_add.yml", rgbt, weights, tmp_path / "out")
     assert f"MODEL.WEIGHTS {weights} is not a checkpoint written by torch.save (" in log
 
 

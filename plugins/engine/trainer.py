@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 from collections import OrderedDict
 
@@ -55,6 +56,28 @@ class PluginTrainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         return build_plugin_optimizer(cfg, model)
 
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
+        # fast-reid anneals over MAX_EPOCH minus the warm-up's (or delay's) whole epochs and
+        # steps the schedule at the end of every epoch after them; with no epoch left but a
+        # step still to come, its cosine schedule divides by zero. (A warm-up as long as the
+        # whole training never steps it, and is fine.)
+        max_epoch = cfg.SOLVER.MAX_EPOCH
+        warmup = math.ceil(cfg.SOLVER.WARMUP_ITERS / max(iters_per_epoch, 1))
+        left = max_epoch - max(warmup, cfg.SOLVER.DELAY_EPOCHS)
+        steps = (
+            max_epoch * iters_per_epoch > cfg.SOLVER.WARMUP_ITERS
+            and max_epoch > cfg.SOLVER.DELAY_EPOCHS
+        )
+        if cfg.SOLVER.SCHED == "CosineAnnealingLR" and left <= 0 and steps:
+            raise ValueError(
+                f"SOLVER.MAX_EPOCH {cfg.SOLVER.MAX_EPOCH} leaves no epoch to anneal after the "
+                f"warm-up (SOLVER.WARMUP_ITERS {cfg.SOLVER.WARMUP_ITERS} = {warmup} epochs of "
+                f"{iters_per_epoch} iterations) or SOLVER.DELAY_EPOCHS "
+                f"{cfg.SOLVER.DELAY_EPOCHS}: train longer or warm up for less."
+            )
+        return super().build_lr_scheduler(cfg, optimizer, iters_per_epoch)
+
     @property
     def train_sampler(self):
         """The plugin's training sampler, or None for fast-reid's own loaders."""
@@ -89,28 +112,45 @@ class PluginTrainer(DefaultTrainer):
         super().run_step()
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_dir=None):
+    def build_evaluator(cls, cfg, dataset_name, output_dir=None, split="test"):
+        """Loader and evaluator of a dataset's ``split``: "test", or "val" (its test split when
+        it has no val split, said in the log)."""
         if not is_text_dataset(dataset_name):
             return super().build_evaluator(cfg, dataset_name, output_dir)
         data = build_text_dataset(cfg, dataset_name)
-        if comm.is_main_process():
+        if comm.is_main_process() and split == "test":
             data.show_test()
-        loader, _ = build_text_test_loader(cfg, data.test)
+        evaluated = data.test
+        if split == "val":
+            if data.val is not None:
+                evaluated = data.val
+            elif comm.is_main_process():
+                logger.warning(f"{dataset_name} has no val split: selecting on its test split")
+        loader, _ = build_text_test_loader(cfg, evaluated)
         evaluator = RetrievalEvaluator(
-            data.test,
+            evaluated,
             i2t=cfg.TEST.I2T,
             chunk_size=cfg.TEST.RANK_CHUNK,
-            dataset_name=dataset_name,
+            dataset_name=dataset_name if split == "test" else f"{dataset_name} ({split})",
             subset_gallery=cfg.TEST.SUBSET_GALLERY,
         )
         return loader, evaluator
 
     @classmethod
-    def test(cls, cfg, model):
-        """Evaluate on every dataset in ``DATASETS.TESTS``; returns fast-reid's result dict."""
+    def test(cls, cfg, model, split="test", label="", results_file="results.json"):
+        """Evaluate on every dataset in ``DATASETS.TESTS``; returns fast-reid's result dict.
+
+        Args:
+            split (str): "test", or "val" (model selection during training, see
+                ``TEST.SELECT_ON``); fast-reid's own datasets always use their test split.
+            label (str): shown after the dataset name in the results line; default ``split``
+                when it is not "test".
+            results_file (str): where in ``OUTPUT_DIR`` the results are written.
+        """
+        label = label or (split if split != "test" else "")
         results = OrderedDict()
         for dataset_name in cfg.DATASETS.TESTS:
-            loader, evaluator = cls.build_evaluator(cfg, dataset_name)
+            loader, evaluator = cls.build_evaluator(cfg, dataset_name, split=split)
             # Flip-test flips ``images`` only; caption batches carry none, and the plugin's
             # evaluators do not use it.
             flip = cfg.TEST.FLIP.ENABLED and not isinstance(evaluator, RetrievalEvaluator)
@@ -123,13 +163,13 @@ class PluginTrainer(DefaultTrainer):
                 )
                 summary = {k: v for k, v in result.items() if "/" not in k}
                 logger.info(
-                    f"Evaluation results for {dataset_name}: "
+                    f"Evaluation results for {dataset_name}{f' ({label})' if label else ''}: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
                 )
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             # The latest evaluation, machine-readable (tools/benchmark_synthetic.py reads it).
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(cfg.OUTPUT_DIR, "results.json"), "w") as f:
+            with open(os.path.join(cfg.OUTPUT_DIR, results_file), "w") as f:
                 json.dump(results, f, indent=1, default=float)
         if len(results) == 1:
             results = list(results.values())[0]
@@ -147,7 +187,8 @@ class PluginTrainer(DefaultTrainer):
                 hook = EvalCheckpointHook(
                     self.cfg.TEST.EVAL_PERIOD,
                     self.cfg.SOLVER.CHECKPOINT_PERIOD,
-                    hook._func,  # fast-reid's closure that records _last_eval_results
+                    # fast-reid's closure that records _last_eval_results, or its val twin
+                    self._evaluate_on_val if self.selects_on_val else hook._func,
                     self.cfg.DATASETS.TESTS,
                 )
             elif isinstance(hook, hooks.PeriodicWriter):
@@ -186,10 +227,42 @@ class PluginTrainer(DefaultTrainer):
         start_iter = self.resume_iteration()
         self.start_sampler_at(start_iter)
         self.run_loop(start_iter)
+        if self.selects_on_val and self.iter >= self.max_iter:
+            self.test_final_and_selected()
         if comm.is_main_process():
             if not hasattr(self, "_last_eval_results"):
                 raise RuntimeError("Training ended without an evaluation result.")
             return self._last_eval_results
+
+    @property
+    def selects_on_val(self):
+        """Whether evaluations during training use the val split (``TEST.SELECT_ON val``)."""
+        return self.cfg.TEST.SELECT_ON == "val"
+
+    def _evaluate_on_val(self):
+        self._last_eval_results = self.test(self.cfg, self.model, split="val")
+        return self._last_eval_results
+
+    def test_final_and_selected(self):
+        """After training with ``TEST.SELECT_ON val``: the test split's figures of the final
+        model (``results.json``, returned as the run's result) and of the model selected on val
+        (``model_best.pth``, ``results_val_selected.json``), one after the other in the log: the
+        first in the usual "Evaluation results for <dataset>:" line, the second labelled."""
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        self._last_eval_results = self.test(self.cfg, model)
+        best = os.path.join(self.cfg.OUTPUT_DIR, "model_best.pth")
+        if not os.path.isfile(best):
+            return
+        final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        checkpoint = Checkpointer(model).load(
+            best, checkpointables=[], strict=True, source="TEST.SELECT_ON val's model_best.pth"
+        )
+        epoch = checkpoint.get("epoch")
+        label = "test, model selected on val" + (
+            f" after epoch {epoch + 1}" if epoch is not None else ""
+        )
+        self.test(self.cfg, model, label=label, results_file="results_val_selected.json")
+        model.load_state_dict(final_state)
 
     def run_loop(self, start_iter):
         """Epochs of ``iters_per_epoch`` steps with the hooks around them, from ``start_iter``."""

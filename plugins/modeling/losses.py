@@ -5,14 +5,36 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["id_loss", "info_nce", "pairwise_euclidean", "sdm_loss", "wrt_loss"]
+__all__ = ["id_loss", "info_nce", "pairwise_euclidean", "sdm_loss", "sdm_row_kl", "wrt_loss"]
 
 
-def _kl_to_targets(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """Mean over rows of KL(softmax(logits) || labels / labels.sum(1)); (N, M), (N, M) -> ()."""
-    q = labels / labels.sum(dim=1, keepdim=True)
-    log_p = F.log_softmax(logits, dim=1)
-    return (log_p.exp() * (log_p - torch.log(q + eps))).sum(dim=1).mean()
+def sdm_row_kl(
+    logits: torch.Tensor, pids: torch.Tensor, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDM's KL divergence of every row, both directions, from an image-by-text logit matrix.
+
+    ``q = y / y.sum(1)`` with ``y_ij = [pid_i == pid_j]``; image row i gives
+    ``sum_j p_ij (log p_ij - log(q_ij + eps))`` with ``p = softmax(logits, dim=1)``, text row i
+    the same with ``p = softmax(logits.T, dim=1)``.
+
+    Args:
+        logits (Tensor): (B, B) scaled similarities of image i (row) and text j (column).
+        pids (Tensor): (B,) identity labels of the pairs (row i and column i).
+        eps (float): added to ``q`` inside the log.
+
+    Returns:
+        tuple: (B,) image-to-text and (B,) text-to-image divergences.
+    """
+    pids = pids.reshape(-1, 1)
+    y = (pids == pids.t()).to(logits.dtype)
+    # y is symmetric, so both directions share one target distribution.
+    log_q = torch.log(y / y.sum(dim=1, keepdim=True) + eps)
+
+    def kl(rows):
+        log_p = F.log_softmax(rows, dim=1)
+        return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+    return kl(logits), kl(logits.t())
 
 
 def sdm_loss(
@@ -41,10 +63,8 @@ def sdm_loss(
     """
     img = F.normalize(image_feats, dim=1)
     txt = F.normalize(text_feats, dim=1)
-    sim = logit_scale * (img @ txt.t())
-    pids = pids.reshape(-1, 1)
-    y = (pids == pids.t()).to(sim.dtype)
-    return _kl_to_targets(sim, y, eps) + _kl_to_targets(sim.t(), y.t(), eps)
+    i2t, t2i = sdm_row_kl(logit_scale * (img @ txt.t()), pids, eps)
+    return i2t.mean() + t2i.mean()
 
 
 def info_nce(query: torch.Tensor, keys: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from plugins.modeling.losses import info_nce
 
 __all__ = [
+    "IBM_BOUNDS",
     "align_loss",
     "correlation_loss",
     "crcl_loss",
@@ -19,16 +20,16 @@ __all__ = [
 ]
 
 
+# Eq. 9's bounds and temperatures at the paper's values (Sec. 4.1): ``ibm_loss``'s defaults.
+IBM_BOUNDS = {"alpha": 0.6, "beta": 0.4, "tau_sp": 10.0, "tau_wp": 5.0, "tau_n": 40.0}
+
+
 def ibm_terms(
     image_feats: torch.Tensor,
     text_feats: torch.Tensor,
     pids: torch.Tensor,
     image_ids: torch.Tensor | None = None,
-    alpha: float = 0.6,
-    beta: float = 0.4,
-    tau_sp: float = 10.0,
-    tau_wp: float = 5.0,
-    tau_n: float = 40.0,
+    **bounds: float,
 ) -> dict[str, torch.Tensor]:
     """The four sums of Eq. 9, each divided by the batch size B.
 
@@ -41,10 +42,18 @@ def ibm_terms(
         text_feats (Tensor): (B, D) text features; text i describes image i.
         pids (Tensor): (B,) identities.
         image_ids (Tensor): (B,) image of each row, or None (row i is its own image).
+        bounds: any of ``alpha``, ``beta``, ``tau_sp``, ``tau_wp``, ``tau_n``; the others are
+            ``IBM_BOUNDS``'.
     Returns:
         dict: ``sp`` (s_sp above alpha), ``wp_low`` (s_wp above beta), ``wp_high`` (s_wp below
         alpha), ``neg`` (s_n below beta), each () .
     """
+    unknown = set(bounds) - set(IBM_BOUNDS)
+    if unknown:
+        raise TypeError(f"unknown IBM bounds {sorted(unknown)}; expected {list(IBM_BOUNDS)}")
+    bounds = {**IBM_BOUNDS, **bounds}
+    alpha, beta = bounds["alpha"], bounds["beta"]
+    tau_sp, tau_wp, tau_n = bounds["tau_sp"], bounds["tau_wp"], bounds["tau_n"]
     b = image_feats.shape[0]
     sim = F.normalize(image_feats, dim=1) @ F.normalize(text_feats, dim=1).t()
     pids = pids.reshape(-1, 1).to(sim.device)
@@ -90,7 +99,10 @@ def ibm_loss(
     Returns:
         Tensor: () the loss.
     """
-    terms = ibm_terms(image_feats, text_feats, pids, image_ids, alpha, beta, tau_sp, tau_wp, tau_n)
+    terms = ibm_terms(
+        image_feats, text_feats, pids, image_ids,
+        alpha=alpha, beta=beta, tau_sp=tau_sp, tau_wp=tau_wp, tau_n=tau_n,
+    )  # fmt: skip
     return terms["sp"] + terms["wp_low"] + terms["wp_high"] + terms["neg"]
 
 

@@ -18,6 +18,7 @@ from plugins.modeling.losses import sdm_loss
 from plugins.modeling.retrieval import RetrievalModel, put_scalars
 
 from .losses import (
+    IBM_BOUNDS,
     align_loss,
     correlation_loss,
     crcl_loss,
@@ -74,13 +75,8 @@ class CoRL(RetrievalModel):
         if cfg.MODEL.RETRIEVAL.FUSION != "rgb":
             raise ValueError("CoRL is text-to-image: MODEL.RETRIEVAL.FUSION must be 'rgb'")
         self.matching = c.MATCHING
-        self.bounds = {
-            "alpha": c.ALPHA,
-            "beta": c.BETA,
-            "tau_sp": c.TAU_SP,
-            "tau_wp": c.TAU_WP,
-            "tau_n": c.TAU_N,
-        }
+        # Eq. 9's bounds, each under its own key: MODEL.CORL.ALPHA, BETA, TAU_SP, TAU_WP, TAU_N.
+        self.bounds = {name: c[name.upper()] for name in IBM_BOUNDS}
         self.ibm_weight = c.IBM_WEIGHT
         self.use_ves = c.VES_BRANCH
         self.use_cmc = c.CMC

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from plugins.modeling.losses import sdm_row_kl
+
 __all__ = [
     "a_sdm_loss",
     "adaptive_weights",
@@ -26,13 +28,6 @@ WEIGHT_SOURCES = ("probability", "cosine")
 
 
 # ---------------------------------------------------------------------------------- A-SDM
-
-
-def _row_kl(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-row KL(softmax(logits) || labels / labels.sum(1)) as in SDM; (B, M), (B, M) -> (B,)."""
-    q = labels / labels.sum(dim=1, keepdim=True)
-    log_p = F.log_softmax(logits, dim=1)
-    return (log_p.exp() * (log_p - torch.log(q + eps))).sum(dim=1)
 
 
 def adaptive_weights(scores: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -55,13 +50,15 @@ def weighted_sdm_loss(
     image_feats: torch.Tensor,
     text_feats: torch.Tensor,
     pids: torch.Tensor,
-    logit_scale: float | torch.Tensor = 50.0,
-    alpha: float = 10.0,
+    logit_scale: float | torch.Tensor,
+    alpha: float,
     weight_from: str = "probability",
     weight_grad: bool = False,
     eps: float = 1e-8,
 ) -> torch.Tensor:
     """SDM with each row's KL weighted by ``adaptive_weights`` (Eq. 1-4 and its variants).
+
+    The paper's form with its defaults is ``a_sdm_loss``; here every choice is the caller's.
 
     ``weight_from`` "probability" is Eq. 2 (from each direction's softmax p); "cosine" takes
     the cosine similarities instead (the authors' public code). ``weight_grad`` lets gradients
@@ -82,12 +79,8 @@ def weighted_sdm_loss(
     """
     if weight_from not in WEIGHT_SOURCES:
         raise ValueError(f"weight_from={weight_from!r}; expected one of {WEIGHT_SOURCES}")
-    img = F.normalize(image_feats, dim=1)
-    txt = F.normalize(text_feats, dim=1)
-    cos = img @ txt.t()
+    cos = F.normalize(image_feats, dim=1) @ F.normalize(text_feats, dim=1).t()
     logits = logit_scale * cos
-    pids = pids.reshape(-1, 1)
-    y = (pids == pids.t()).to(logits.dtype)
     with torch.set_grad_enabled(weight_grad and torch.is_grad_enabled()):
         if weight_from == "probability":
             w_i2t = adaptive_weights(logits.softmax(dim=1), alpha)
@@ -95,9 +88,8 @@ def weighted_sdm_loss(
         else:
             w_i2t = adaptive_weights(cos, alpha)
             w_t2i = adaptive_weights(cos.t(), alpha)
-    i2t = (w_i2t * _row_kl(logits, y, eps)).mean()
-    t2i = (w_t2i * _row_kl(logits.t(), y.t(), eps)).mean()
-    return i2t + t2i
+    kl_i2t, kl_t2i = sdm_row_kl(logits, pids, eps)
+    return (w_i2t * kl_i2t).mean() + (w_t2i * kl_t2i).mean()
 
 
 def a_sdm_loss(

@@ -69,6 +69,8 @@ def add_plugins_config(cfg):
 
     # RGBT-PEDES caption file, relative to the dataset folder or absolute.
     _C.DATASETS.CAPTION_FILE = ""
+    # RegDB ships ten random train/test identity splits (idx/*_{1..10}.txt); which one to use.
+    _C.DATASETS.REGDB_TRIAL = 1
 
     _C.DATALOADER.TEST_NUM_WORKERS = 2
     # Iterations between metric printouts (fast-reid hard-codes 200).

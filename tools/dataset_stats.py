@@ -1,13 +1,18 @@
-"""Print per-split statistics of a caption dataset beside the figures its authors published.
+"""Print per-split statistics of a dataset beside the figures its authors published.
 
     python tools/dataset_stats.py --dataset RGBTPEDES [--root DIR] [--caption-file F]
     python tools/dataset_stats.py --dataset RGBTPEDES --verify [--workers N]
+    python tools/dataset_stats.py --dataset SYSUMM01|RegDB|LLCM [--root DIR] [--trial T]
 
 For each split (and all splits together): identities, images (pairs for RGBT-PEDES), captions,
 caption length in words (max, mean), empty captions skipped and images by number of captions.
 Counts come from the annotation file as read by the registered reader, so every image counts,
 including one whose captions are all empty. ``--root`` defaults to ``$FASTREID_DATASETS`` or
 ``datasets``.
+
+For the visible-infrared datasets (SYSU-MM01, RegDB, LLCM): identities and images per split
+(train, test, all) and modality, and the cameras, as the registered reader lists them (SYSU-MM01's
+training split is train + val ids; RegDB's split is ``--trial``, 1-10).
 
 ``--verify`` then decodes every image of every split once (RGB and thermal of a pair, each
 file once) exactly as the loaders read it, lists the files that cannot be read with their errors
@@ -28,6 +33,7 @@ import plugins  # noqa: E402, F401  (applies the fastreid fixes, registers the r
 # isort: split
 from fastreid.data.datasets import DATASET_REGISTRY  # noqa: E402
 
+from plugins.data.datasets.vi_reid import is_vi_dataset, split_counts  # noqa: E402
 from plugins.data.transforms import ImageReadError, read_image  # noqa: E402
 
 # Published figures (shared/DATASETS.md). ICFG-PEDES has one caption per image and RSTPReid two,
@@ -55,6 +61,33 @@ def _parse_published(table: str) -> dict[str, dict[str, dict]]:
 
 
 PUBLISHED = _parse_published(_PUBLISHED_TABLE)
+
+# Published VI-ReID figures (shared/DATASETS.md; SYSU-MM01's image counts as reported in Dong et
+# al., Richer Semantics, Better Alignment, IJCAI'25, which gives no test visible total). RegDB's
+# train and test rows hold for every one of its ten splits; LLCM's and RegDB's ``all`` rows are
+# the sums of their train and test rows.
+#: dataset: split ids visible infrared | ... ("-" where no figure is published)
+_PUBLISHED_VI_TABLE = """
+SYSUMM01: train 395 22258 11909 | test 96 - 3803 | all 491 30071 15792
+RegDB: train 206 2060 2060 | test 206 2060 2060 | all 412 4120 4120
+LLCM: train 713 16946 13975 | test 351 8680 7166 | all 1064 25626 21141
+"""
+
+
+def _parse_published_vi(table: str) -> dict[str, dict[str, dict]]:
+    """``{dataset: {split: {"ids", "visible", "infrared"}}}`` of ``_PUBLISHED_VI_TABLE``."""
+    published = {}
+    for line in table.strip().splitlines():
+        name, rows = line.split(":")
+        published[name] = {}
+        for row in rows.split("|"):
+            split, *counts = row.split()
+            keys = ("ids", "visible", "infrared")
+            published[name][split] = {k: int(v) for k, v in zip(keys, counts) if v != "-"}
+    return published
+
+
+PUBLISHED_VI = _parse_published_vi(_PUBLISHED_VI_TABLE)
 PUBLISHED["RGBTPEDES"]["all"].update(
     words_max=112, words_mean=38.2, images_with_1_captions=1459, images_with_2_captions=3264
 )
@@ -114,9 +147,56 @@ def format_report(name, dataset, stats, published):
     return lines
 
 
+def vi_dataset_stats(dataset):
+    """Split name (train, test, all) -> ``plugins.data.datasets.vi_reid.split_counts``.
+
+    Training and test identities are disjoint (the readers check it) but numbered in different
+    label spaces (training labels are relabelled, RegDB's and LLCM's test labels are not), so
+    ``all`` adds the two splits' counts rather than counting labels.
+    """
+    stats = {"train": split_counts(dataset.train), "test": split_counts(dataset.test.images)}
+    stats["all"] = {
+        key: sorted(set(stats["train"][key]) | set(stats["test"][key]))
+        if key == "cameras"
+        else stats["train"][key] + stats["test"][key]
+        for key in stats["train"]
+    }
+    return stats
+
+
+def format_vi_report(name, dataset, stats, published):
+    """Lines of the VI-ReID report: ids and images per modality, the published figure beside."""
+    labels = {
+        "ids": "ids",
+        "visible": "visible images",
+        "infrared": "infrared images",
+        "visible_ids": "ids with visible",
+        "infrared_ids": "ids with infrared",
+        "cameras": "cameras",
+    }
+    head = f"{name}: {dataset.dataset_root}"
+    if hasattr(dataset, "trial"):
+        head += f" (split {dataset.trial})"
+    lines = [head]
+    for split, values in stats.items():
+        lines.append(split)
+        for key, label in labels.items():
+            value = values[key]
+            shown = ",".join(map(str, value)) if key == "cameras" else _format(value)
+            line = f"  {label:<24}{shown:>10}"
+            if key in published.get(split, {}):
+                line += f"  (published {_format(published[split][key])})"
+            lines.append(line)
+    return lines
+
+
 def image_paths(dataset):
     """Every image file of every split, RGB then thermal per record, each path once, in order."""
     paths = {}
+    if is_vi_dataset(dataset.name):
+        for image in [*dataset.train, *dataset.test.images]:
+            paths[image.path] = None
+        return list(paths)
     for records in dataset.records.values():
         for r in records:
             for path in (r.img_path, r.t_path):
@@ -175,7 +255,7 @@ def verify_images(paths, workers):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(PUBLISHED))
+    parser.add_argument("--dataset", required=True, choices=sorted([*PUBLISHED, *PUBLISHED_VI]))
     root_help = "the datasets folder (default: $FASTREID_DATASETS or datasets)"
     parser.add_argument(
         "--root", default=os.environ.get("FASTREID_DATASETS", "datasets"), help=root_help
@@ -184,6 +264,9 @@ def main(argv=None):
         "--caption-file",
         default="",
         help="annotation file instead of the default, relative to the dataset folder or absolute",
+    )
+    parser.add_argument(
+        "--trial", type=int, default=1, help="RegDB's train/test split, 1-10 (default 1)"
     )
     parser.add_argument(
         "--verify",
@@ -197,11 +280,19 @@ def main(argv=None):
         help="threads decoding images for --verify (default: min(4, CPU count))",
     )
     args = parser.parse_args(argv)
-    dataset = DATASET_REGISTRY.get(args.dataset)(
-        root=args.root, caption_file=args.caption_file, verbose=False
-    )
-    stats = dataset_stats(dataset)
-    print("\n".join(format_report(args.dataset, dataset, stats, PUBLISHED[args.dataset])))
+    if args.dataset in PUBLISHED_VI:
+        dataset = DATASET_REGISTRY.get(args.dataset)(
+            root=args.root, trial=args.trial, verbose=False
+        )
+        stats = vi_dataset_stats(dataset)
+        lines = format_vi_report(args.dataset, dataset, stats, PUBLISHED_VI[args.dataset])
+    else:
+        dataset = DATASET_REGISTRY.get(args.dataset)(
+            root=args.root, caption_file=args.caption_file, verbose=False
+        )
+        stats = dataset_stats(dataset)
+        lines = format_report(args.dataset, dataset, stats, PUBLISHED[args.dataset])
+    print("\n".join(lines))
     if not args.verify:
         return 0
     paths = image_paths(dataset)

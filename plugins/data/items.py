@@ -51,3 +51,27 @@ class RetrievalSplit(NamedTuple):
     captions: list
     images: list
     subsets: dict
+
+
+class VIImage(NamedTuple):
+    """One visible-infrared re-identification image.
+
+    ``pid`` is relabelled 0..N-1 in training lists and keeps the dataset's own identity number in
+    test lists. ``camid`` is the dataset's camera number (SYSU-MM01 1-6, LLCM 1-9 as in the file
+    name, RegDB 1 = visible and 2 = thermal). fast-reid reads ``item[0..2]`` only.
+    """
+
+    path: str  # absolute path
+    pid: int
+    camid: int
+    modality: str  # "visible" or "infrared" (thermal and near-infrared are both "infrared")
+
+
+class VITestSet(NamedTuple):
+    """Every test image of a VI-ReID dataset once; the protocol decides queries and gallery draws.
+
+    Features are extracted once per evaluation in the order of ``images`` (index = position).
+    """
+
+    images: tuple  # tuple[VIImage, ...]
+    protocol: str  # "sysumm01" | "regdb" | "llcm"

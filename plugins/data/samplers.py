@@ -1,6 +1,7 @@
-"""Training samplers: random caption batches (IRRA's) and identity (PK) batches.
+"""Training samplers: random caption batches (IRRA's), identity (PK) batches and two-modality PK
+batches for visible-infrared re-identification.
 
-Both are infinite streams of ``(index, sample_seed)`` built epoch by epoch:
+All are infinite streams of ``(index, sample_seed)`` built epoch by epoch:
 
 - each epoch's order comes from its own generator seeded by ``(seed, epoch)``, so the stream does
   not depend on anything drawn before it (evaluation, a restart);
@@ -25,7 +26,13 @@ from torch.utils.data import Sampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IdentityBatchSampler", "RandomBatchSampler", "SamplerConfigError", "build_sampler"]
+__all__ = [
+    "IdentityBatchSampler",
+    "ModalityIdentityBatchSampler",
+    "RandomBatchSampler",
+    "SamplerConfigError",
+    "build_sampler",
+]
 
 # fast-reid's sampler names are accepted and mean the plugin's sampler of the same kind.
 SAMPLER_NAMES = {
@@ -33,6 +40,7 @@ SAMPLER_NAMES = {
     "TrainingSampler": "random",
     "IdentitySampler": "identity",
     "NaiveIdentitySampler": "identity",
+    "ModalityIdentitySampler": "modality_identity",
 }
 
 
@@ -230,21 +238,166 @@ class IdentityBatchSampler(EpochBatchSampler):
         )
 
 
-def build_sampler(cfg, pids):
-    """The training sampler ``DATALOADER.SAMPLER_TRAIN`` names, over items with these ``pids``;
-    checked to form at least one batch."""
+class ModalityIdentityBatchSampler(EpochBatchSampler):
+    """Two-modality PK batches: per process, ``P`` identities with ``K`` visible and ``K`` infrared
+    items each (``mini_batch = P * 2K``), as VI-ReID methods train (RSBA, IJCAI'25: "P identities
+    and K visible and K infrared images of each identity").
+
+    Layout of a mini-batch: the ``P * K`` visible items, identity by identity, then the ``P * K``
+    infrared items in the same identity order; item ``i`` and item ``i + P * K`` share an identity
+    (the visible / infrared pairs some losses take).
+
+    Epoch: every identity with items of both modalities takes part ``max(ceil(n_vis / K),
+    ceil(n_ir / K))`` times, so each of its items is drawn at least once. For each modality the
+    identity's items are shuffled and dealt ``K`` at a time; when fewer than ``K`` remain, they are
+    completed from a fresh shuffle that leaves them out, so a group never holds one item twice
+    when the identity has at least ``K`` items of that modality. An identity with ``n < K`` items of
+    a modality gives all ``n`` plus ``K - n`` drawn again at random with replacement (the usual
+    VI-ReID practice), so the batch keeps its ``P x (K + K)`` shape and only then repeats an item.
+    The identities' turns are shuffled and packed so that an identity is at most once in a global
+    batch: each process holds its own whole identities. Turns that cannot be placed by the end of
+    an epoch are left out of it. Identities with items of one modality only are never drawn.
+
+    Args:
+        pids (list[int]): identity of each training item.
+        modalities (list[str]): ``"visible"`` or ``"infrared"`` per item.
+        batch_size (int): global batch size (all processes), ``world_size * P * 2K``.
+        num_instances (int): K, items per identity *and modality* in a batch
+            (``DATALOADER.NUM_INSTANCE``).
+        seed, rank, world_size: see ``EpochBatchSampler``.
+    """
+
+    def __init__(
+        self, pids, modalities, batch_size, num_instances, seed=None, rank=None, world_size=None
+    ):
+        super().__init__(batch_size, seed, rank, world_size)
+        if num_instances <= 0:
+            raise SamplerConfigError(
+                f"DATALOADER.NUM_INSTANCE={num_instances}: two-modality identity batches need at "
+                "least one visible and one infrared item per identity."
+            )
+        if self.mini_batch % (2 * num_instances):
+            raise SamplerConfigError(
+                f"SOLVER.IMS_PER_BATCH={batch_size} over {self.world_size} process(es) gives "
+                f"{self.mini_batch} items per process, not a multiple of 2 x DATALOADER."
+                f"NUM_INSTANCE={2 * num_instances} (K visible + K infrared per identity): make "
+                "the per-process batch P * 2 * NUM_INSTANCE."
+            )
+        if len(pids) != len(modalities):
+            raise ValueError(f"{len(pids)} pids but {len(modalities)} modalities")
+        unknown = set(modalities) - {"visible", "infrared"}
+        if unknown:
+            raise SamplerConfigError(
+                f"unknown modalities {sorted(unknown)}: items must be 'visible' or 'infrared'."
+            )
+        self.num_instances = num_instances
+        self.num_ids_per_batch = self.mini_batch // (2 * num_instances)
+        groups = defaultdict(lambda: ([], []))
+        for index, (pid, modality) in enumerate(zip(pids, modalities)):
+            groups[int(pid)][modality == "infrared"].append(index)
+        self.index_by_pid = {
+            pid: (np.asarray(vis), np.asarray(ir))
+            for pid, (vis, ir) in sorted(groups.items())
+            if vis and ir
+        }
+        self.single_modality = sorted(pid for pid, (vis, ir) in groups.items() if not (vis and ir))
+        if self.single_modality:
+            logger.warning(
+                f"{len(self.single_modality)} training identities have items of one modality "
+                "only and are never drawn by the two-modality sampler"
+            )
+
+    def _groups(self, rng, items, count):
+        """``count`` groups of ``K`` of ``items``, distinct in a group when ``len(items) >= K``."""
+        k, n = self.num_instances, len(items)
+        if n < k:
+            return [
+                np.concatenate([rng.permutation(items), rng.choice(items, k - n)])
+                for _ in range(count)
+            ]
+        groups, pool = [], rng.permutation(items)
+        for _ in range(count):
+            if len(pool) >= k:
+                groups.append(pool[:k])
+                pool = pool[k:]
+                continue
+            # The rest of this shuffle, completed from the next one without those items: the
+            # next shuffle is the rest followed by the remaining items in random order.
+            need = k - len(pool)
+            fresh = rng.permutation(items)
+            fresh = fresh[~np.isin(fresh, pool)]
+            groups.append(np.concatenate([pool, fresh[:need]]))
+            pool = fresh[need:]
+        return groups
+
+    def epoch_batches(self, rng):
+        k, p = self.num_instances, self.num_ids_per_batch
+        turns, groups = [], {}
+        for pid in rng.permutation(list(self.index_by_pid)):
+            pid = int(pid)
+            vis, ir = self.index_by_pid[pid]
+            count = max(-(-len(vis) // k), -(-len(ir) // k))
+            groups[pid] = deque(zip(self._groups(rng, vis, count), self._groups(rng, ir, count)))
+            turns.extend([pid] * count)
+        pending = deque(turns[i] for i in rng.permutation(len(turns)))
+        # An identity is at most once per global batch; a turn of an identity already in it
+        # waits for the next global batch.
+        batches, current, in_batch, deferred = [], [], set(), []
+        while pending:
+            pid = pending.popleft()
+            if pid in in_batch:
+                deferred.append(pid)
+                continue
+            current.append(pid)
+            in_batch.add(pid)
+            if len(current) == p:
+                chosen = [groups[q].popleft() for q in current]
+                batches.append([int(i) for part in (0, 1) for g in chosen for i in g[part]])
+                current = []
+                if len(batches) % self.world_size == 0:
+                    in_batch = set()
+                    pending.extendleft(reversed(deferred))
+                    deferred = []
+        return batches
+
+    def shortage(self):
+        k, p = self.num_instances, self.num_ids_per_batch
+        return (
+            f"one batch of SOLVER.IMS_PER_BATCH={self.batch_size} (DATALOADER.NUM_INSTANCE={k} "
+            f"visible + {k} infrared per identity, so {p} identities per process and batch, "
+            f"{p * self.world_size} in all) cannot be formed: the training set has "
+            f"{len(self.index_by_pid)} identities with items of both modalities"
+            f" ({len(self.single_modality)} more with one modality only). Lower "
+            "SOLVER.IMS_PER_BATCH, or use more identities."
+        )
+
+
+def build_sampler(cfg, pids, modalities=None):
+    """The training sampler ``DATALOADER.SAMPLER_TRAIN`` names, over items with these ``pids``
+    (and, for ``ModalityIdentitySampler``, these ``modalities``); checked to form a batch."""
     name = cfg.DATALOADER.SAMPLER_TRAIN
     if name not in SAMPLER_NAMES:
         raise SamplerConfigError(
-            f"DATALOADER.SAMPLER_TRAIN={name!r} is not supported for caption datasets; use "
-            "RandomSampler (IRRA's random batches) or IdentitySampler (PK batches)."
+            f"DATALOADER.SAMPLER_TRAIN={name!r} is not supported; use RandomSampler (IRRA's "
+            "random batches), IdentitySampler (PK batches) or ModalityIdentitySampler (K visible "
+            "+ K infrared per identity, VI-ReID)."
         )
     seed = cfg.SEED if cfg.SEED >= 0 else None
     batch = cfg.SOLVER.IMS_PER_BATCH
-    if SAMPLER_NAMES[name] == "random":
+    kind = SAMPLER_NAMES[name]
+    if kind == "random":
         sampler = RandomBatchSampler(len(pids), batch, seed)
-    else:
+    elif kind == "identity":
         sampler = IdentityBatchSampler(pids, batch, cfg.DATALOADER.NUM_INSTANCE, seed)
+    else:
+        if modalities is None:
+            raise SamplerConfigError(
+                f"DATALOADER.SAMPLER_TRAIN={name} needs items with a modality (VI-ReID datasets); "
+                "this training set has none."
+            )
+        sampler = ModalityIdentityBatchSampler(
+            pids, modalities, batch, cfg.DATALOADER.NUM_INSTANCE, seed
+        )
     sampler.check_batches()
     logger.info(
         f"Training sampler {type(sampler).__name__}: {sampler.batches_in_epoch(0)} batches of "

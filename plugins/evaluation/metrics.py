@@ -26,6 +26,16 @@ positives of the query.
 Positive scores are read back from the same blocks that are used for counting, so the counts are
 exact with respect to the computed float32 similarities (BLAS may round the last bit of a dot
 product differently for different matrix shapes; the blocks are the reference here).
+
+The VI-ReID variant (:func:`vi_rank_metrics`) runs the same pass with two additions:
+
+* Per-query gallery filtering. Every query gets a drop code and every gallery item one; an item
+  is invisible to a query when the codes are equal. Dropped items are left out of the positive
+  tables and their candidates are discarded before they are counted.
+* Identity-once CMC. Gallery items that rank ahead of the query's first positive are exactly the
+  candidates whose key exceeds the first positive's key; marking their identities in a
+  (queries x identities) table gives, per query, the number of distinct identities that come
+  before its own, hence the rank of its identity in the deduplicated list.
 """
 
 from __future__ import annotations
@@ -38,12 +48,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["rank_metrics"]
+__all__ = ["rank_metrics", "vi_rank_metrics"]
 
 logger = logging.getLogger(__name__)
 
 _LOW_MASK = 0xFFFFFFFF
-# Upper bound on the entries of the per-chunk padded (queries x positives) tables.
+# Upper bound on the entries of the per-chunk padded (queries x positives) tables, and of the
+# (queries x identities) table of the identity-once CMC.
 _MAX_SLOTS = 1 << 22
 
 
@@ -129,15 +140,18 @@ class _QueryChunk:
         self.sorted_cols = self.cols[self.col_order]
 
 
-def _query_chunks(num_pos: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:
+def _query_chunks(
+    num_pos: np.ndarray, chunk_size: int, min_width: int = 0
+) -> list[tuple[int, int]]:
     """Balanced splits of queries sorted by ascending number of positives.
 
     A chunk with many positives per query is split further so that its padded tables hold at
-    most ``_MAX_SLOTS`` entries.
+    most ``_MAX_SLOTS`` entries; ``min_width`` is the row width of any further per-row table (the
+    number of identities for the identity-once CMC).
     """
     out = []
     for start, stop in _balanced_splits(len(num_pos), chunk_size):
-        width = _next_pow2(int(num_pos[stop - 1]) + 1)
+        width = max(_next_pow2(int(num_pos[stop - 1]) + 1), min_width)
         rows = max(1, _MAX_SLOTS // width)
         out.extend((start + a, start + b) for a, b in _balanced_splits(stop - start, rows))
     return out
@@ -165,12 +179,21 @@ def _count_ahead(
     chunk: _QueryChunk,
     pos_scores: torch.Tensor,
     gallery_splits: list[tuple[int, int]],
+    drop: tuple[torch.Tensor, torch.Tensor] | None = None,
+    identities: tuple[torch.Tensor, int] | None = None,
 ):
     """One pass over the gallery.
 
-    Returns ``hist`` of shape (n, width): ``hist[r, m]`` is the number of gallery items that rank
-    ahead of exactly the ``m`` lowest-keyed positives of row ``r``; and the positives' scores as
-    found in the similarity blocks.
+    Args:
+        drop: ``(row_codes (n,), gallery_codes (G,))``; gallery item ``j`` is invisible to row
+            ``r`` when ``row_codes[r] == gallery_codes[j]``. ``None``: every item is visible.
+        identities: ``(gallery_ids (G,), num_ids)``, identity codes in ``[0, num_ids)``; when
+            given, also count per row the distinct identities ranked ahead of its first positive.
+
+    Returns ``hist`` of shape (n, width): ``hist[r, m]`` is the number of (visible) gallery items
+    that rank ahead of exactly the ``m`` lowest-keyed positives of row ``r``; the positives'
+    scores as found in the similarity blocks; and, with ``identities``, the (n,) number of
+    distinct identities with a visible item ahead of each row's first positive (else ``None``).
     """
     device = qa.device
     n, width = chunk.n, chunk.width
@@ -183,6 +206,11 @@ def _count_ahead(
     threshold.scatter_reduce_(0, chunk.row_of, pos_scores, reduce="amin")
     threshold = threshold[:, None]
     steps = [width >> k for k in range(1, width.bit_length())]  # width/2, ..., 1
+    if identities is not None:
+        gallery_ids, num_ids = identities
+        # Key of each row's first positive (its largest key).
+        first_key = table.view(n, width).gather(1, (chunk.num_pos - 1)[:, None])[:, 0]
+        seen = torch.zeros(n * num_ids, dtype=torch.bool, device=device)
 
     hist = torch.zeros(n * width, dtype=torch.int64, device=device)
     block_scores = torch.empty_like(pos_scores)
@@ -202,10 +230,18 @@ def _count_ahead(
         mask = mask_buf[: n * cols_in_block].view(n, cols_in_block)
         torch.ge(block, threshold, out=mask)
         rows, cols = torch.nonzero(mask, as_tuple=True)
+        if drop is not None and rows.numel():
+            # Testing the candidates only (usually a small part of the block) is cheaper than
+            # masking the whole block.
+            visible = drop[0][rows] != drop[1][cols + start]
+            rows, cols = rows[visible], cols[visible]
         if rows.numel() == 0:
             continue
         values = block[rows, cols]
         keys = _order_key(values, cols, start)
+        if identities is not None:
+            ahead = keys > first_key[rows]
+            seen[rows[ahead] * num_ids + gallery_ids[cols[ahead] + start]] = True
         # Branchless binary search in the row's padded table: afterwards `slot + 1` is
         # r * width + (number of the row's positive keys below the item's key).
         slot = rows * width
@@ -221,7 +257,157 @@ def _count_ahead(
         slot += 1
         hist += torch.bincount(slot, minlength=hist.numel())
     hist = hist.view(n, width)
-    return hist, block_scores
+    ids_ahead = seen.view(n, num_ids).sum(1) if identities is not None else None
+    return hist, block_scores, ids_ahead
+
+
+def _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids) -> list[int]:
+    topk = [int(k) for k in topk]
+    if any(k < 1 for k in topk):
+        raise ValueError(f"topk values must be >= 1, got {topk}")
+    if chunk_size < 1 or gallery_chunk < 1:
+        raise ValueError("chunk_size and gallery_chunk must be >= 1")
+    num_q, num_g = q.shape[0], g.shape[0]
+    if len(q_ids) != num_q or len(g_ids) != num_g:
+        raise ValueError("number of pids must match number of features")
+    if num_q and num_g and q.shape[1] != g.shape[1]:
+        raise ValueError(f"feature dims differ: {q.shape[1]} vs {g.shape[1]}")
+    if num_g >= 1 << 32:
+        raise ValueError("gallery larger than 2**32 items is not supported")
+    return topk
+
+
+def _ranked_sums(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    q_ids: np.ndarray,
+    g_ids: np.ndarray,
+    topk: list[int],
+    chunk_size: int,
+    gallery_chunk: int,
+    progress: bool,
+    name: str,
+    q_drop: np.ndarray | None = None,
+    g_drop: np.ndarray | None = None,
+    unique_ids: bool = False,
+):
+    """The streamed ranking shared by :func:`rank_metrics` and :func:`vi_rank_metrics`.
+
+    Args:
+        q_drop, g_drop: (Q,) and (G,) int64 drop codes, or ``None`` for no filtering. Gallery
+            item ``j`` is invisible to query ``i`` when ``q_drop[i] == g_drop[j]``; ``g_drop`` is
+            in ``[0, C)``, ``q_drop`` in ``[-1, C)`` (-1 drops nothing).
+        unique_ids: CMC from the rank of the query's identity among the distinct identities of
+            the (filtered) ranking instead of the rank of its first positive.
+
+    Returns:
+        ``(hits, sum_ap, sum_inp, num_active)``: per k the number of queries whose CMC rank is
+        <= k, the sums of AP and INP, over the ``num_active`` queries with a visible positive.
+    """
+    device = q.device
+    num_q, num_g = q.shape[0], g.shape[0]
+    hits = dict.fromkeys(topk, 0)
+    sum_ap = 0.0
+    sum_inp = 0.0
+
+    # Group gallery items by identity; positives of a query are one contiguous run of `order`.
+    codes = np.unique(np.concatenate([q_ids, g_ids]), return_inverse=True)[1].reshape(-1)
+    q_codes, g_codes = codes[:num_q], codes[num_q:]
+    num_codes = int(codes.max()) + 1 if codes.size else 0
+    order = np.argsort(g_codes, kind="stable")
+    counts = np.bincount(g_codes, minlength=num_codes)
+    starts = np.cumsum(counts) - counts
+    num_pos_all = counts[q_codes] if num_q else np.zeros(0, dtype=np.int64)
+    if q_drop is not None and num_q and num_g:
+        # Subtract the dropped positives: gallery items sharing the query's (identity, drop code).
+        width = int(g_drop.max()) + 1
+        pairs, pair_counts = np.unique(g_codes * width + g_drop, return_counts=True)
+        q_pairs = q_codes * width + q_drop
+        at = np.minimum(np.searchsorted(pairs, q_pairs), len(pairs) - 1)
+        found = (q_drop >= 0) & (pairs[at] == q_pairs)
+        num_pos_all = num_pos_all - np.where(found, pair_counts[at], 0)
+    active = np.flatnonzero(num_pos_all > 0)
+    # Sorted by number of positives (tight padded tables), then by identity: queries of one
+    # identity share their positives, which keeps `_positive_scores` small.
+    active = active[np.lexsort((q_codes[active], num_pos_all[active]))]
+
+    if q_drop is not None:
+        q_drop_dev = torch.as_tensor(q_drop, dtype=torch.int64).to(device)
+        g_drop_dev = torch.as_tensor(g_drop, dtype=torch.int64).to(device)
+    identities = None
+    if unique_ids:
+        identities = (torch.as_tensor(g_codes, dtype=torch.int64).to(device), num_codes)
+
+    gallery_splits = _balanced_splits(num_g, gallery_chunk)
+    min_width = num_codes if unique_ids else 0
+    t0 = time.perf_counter()
+    done = 0
+    for a, b in _query_chunks(num_pos_all[active], chunk_size, min_width):
+        qidx = active[a:b]
+        num_pos = num_pos_all[qidx]
+        # Every gallery item of the query's identity, then the dropped ones removed; the stable
+        # order keeps each row's positives in ascending gallery index.
+        num_same = counts[q_codes[qidx]]
+        first = np.repeat(starts[q_codes[qidx]], num_same)
+        row_start = np.repeat(np.cumsum(num_same) - num_same, num_same)
+        pos_cols = order[first + np.arange(int(num_same.sum())) - row_start]
+        if q_drop is not None:
+            pos_cols = pos_cols[g_drop[pos_cols] != np.repeat(q_drop[qidx], num_same)]
+        chunk = _QueryChunk(qidx, num_pos, pos_cols, device)
+        qa = q[chunk.query_index]
+        drop = None if q_drop is None else (q_drop_dev[chunk.query_index], g_drop_dev)
+
+        scores = _positive_scores(qa, g, chunk, gallery_chunk)
+        hist, block_scores, ids_ahead = _count_ahead(
+            qa, g, chunk, scores, gallery_splits, drop, identities
+        )
+        if not torch.equal(block_scores, scores):
+            # The separate matmul rounded some positive differently from the blocks: recount with
+            # the block values, which are the ones every other gallery item is compared with.
+            scores = block_scores
+            hist, block_scores, ids_ahead = _count_ahead(
+                qa, g, chunk, scores, gallery_splits, drop, identities
+            )
+            if not torch.equal(block_scores, scores):
+                raise RuntimeError("matmul is not deterministic; cannot rank exactly")
+
+        # The positive with the t-th smallest key (t = 0, 1, ...) of row r has
+        # rank = 1 + #(items ahead of it) = 1 + sum(hist[r, t + 1:]), and is the
+        # (num_pos[r] - t)-th positive in the ranking.
+        ahead = torch.flip(torch.cumsum(torch.flip(hist, [1]), 1), [1])[:, 1:]
+        t = torch.arange(chunk.width - 1, device=device)
+        npos = chunk.num_pos[:, None]
+        valid = t < npos
+        rank = (ahead + 1).double()
+        ap = torch.where(valid, (npos - t).double() / rank, 0.0).sum(1) / chunk.num_pos.double()
+        if unique_ids:
+            cmc_rank = (ids_ahead + 1).double()
+        else:
+            cmc_rank = rank.gather(1, npos - 1)[:, 0]
+        last_rank = rank[:, 0]
+        sum_ap += float(ap.sum())
+        sum_inp += float((chunk.num_pos.double() / last_rank).sum())
+        for k in topk:
+            hits[k] += int((cmc_rank <= k).sum())
+
+        done += len(qidx)
+        if progress:
+            logger.info(
+                "%s: %d/%d queries with positives done (%.1fs)",
+                name,
+                done,
+                len(active),
+                time.perf_counter() - t0,
+            )
+    return hits, sum_ap, sum_inp, len(active)
+
+
+def _percent(hits, sum_ap, sum_inp, denom) -> dict[str, float]:
+    denom = max(denom, 1)
+    result = {f"R{k}": 100.0 * v / denom for k, v in hits.items()}
+    result["mAP"] = 100.0 * sum_ap / denom
+    result["mINP"] = 100.0 * sum_inp / denom
+    return result
 
 
 def rank_metrics(
@@ -258,90 +444,110 @@ def rank_metrics(
         query counts; a query without any positive scores 0 in every metric. Features must be
         finite.
     """
-    topk = [int(k) for k in topk]
-    if any(k < 1 for k in topk):
-        raise ValueError(f"topk values must be >= 1, got {topk}")
-    if chunk_size < 1 or gallery_chunk < 1:
-        raise ValueError("chunk_size and gallery_chunk must be >= 1")
     device = torch.device("cpu") if device is None else torch.device(device)
-
     q = _to_features(q_feats, device)
     g = _to_features(g_feats, device)
     q_ids = _to_numpy_ids(q_pids)
     g_ids = _to_numpy_ids(g_pids)
-    num_q, num_g = q.shape[0], g.shape[0]
-    if len(q_ids) != num_q or len(g_ids) != num_g:
-        raise ValueError("number of pids must match number of features")
-    if num_q and num_g and q.shape[1] != g.shape[1]:
-        raise ValueError(f"feature dims differ: {q.shape[1]} vs {g.shape[1]}")
-    if num_g >= 1 << 32:
-        raise ValueError("gallery larger than 2**32 items is not supported")
+    topk = _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids)
+    hits, sum_ap, sum_inp, _ = _ranked_sums(
+        q, g, q_ids, g_ids, topk, chunk_size, gallery_chunk, progress, "rank_metrics"
+    )
+    return _percent(hits, sum_ap, sum_inp, q.shape[0])
 
-    hits = dict.fromkeys(topk, 0)
-    sum_ap = 0.0
-    sum_inp = 0.0
 
-    # Group gallery items by identity; positives of a query are one contiguous run of `order`.
-    codes = np.unique(np.concatenate([q_ids, g_ids]), return_inverse=True)[1].reshape(-1)
-    q_codes, g_codes = codes[:num_q], codes[num_q:]
-    order = np.argsort(g_codes, kind="stable")
-    counts = np.bincount(g_codes, minlength=int(codes.max()) + 1 if codes.size else 0)
-    starts = np.cumsum(counts) - counts
-    num_pos_all = counts[q_codes] if num_q else np.zeros(0, dtype=np.int64)
-    active = np.flatnonzero(num_pos_all > 0)
-    # Sorted by number of positives (tight padded tables), then by identity: queries of one
-    # identity share their positives, which keeps `_positive_scores` small.
-    active = active[np.lexsort((q_codes[active], num_pos_all[active]))]
+_CAMERA_RULES = ("none", "sysu", "same_cam_id")
 
-    gallery_splits = _balanced_splits(num_g, gallery_chunk)
-    t0 = time.perf_counter()
-    done = 0
-    for a, b in _query_chunks(num_pos_all[active], chunk_size):
-        qidx = active[a:b]
-        num_pos = num_pos_all[qidx]
-        first = np.repeat(starts[q_codes[qidx]], num_pos)
-        row_start = np.repeat(np.cumsum(num_pos) - num_pos, num_pos)
-        pos_cols = order[first + np.arange(int(num_pos.sum())) - row_start]
-        chunk = _QueryChunk(qidx, num_pos, pos_cols, device)
-        qa = q[chunk.query_index]
 
-        scores = _positive_scores(qa, g, chunk, gallery_chunk)
-        hist, block_scores = _count_ahead(qa, g, chunk, scores, gallery_splits)
-        if not torch.equal(block_scores, scores):
-            # The separate matmul rounded some positive differently from the blocks: recount with
-            # the block values, which are the ones every other gallery item is compared with.
-            scores = block_scores
-            hist, block_scores = _count_ahead(qa, g, chunk, scores, gallery_splits)
-            if not torch.equal(block_scores, scores):
-                raise RuntimeError("matmul is not deterministic; cannot rank exactly")
+def _drop_codes(camera_rule: str, q_ids, g_ids, q_cams, g_cams):
+    """(Q,) and (G,) drop codes of a camera rule (see ``_ranked_sums``), or ``(None, None)``."""
+    if camera_rule == "none":
+        return None, None
+    if camera_rule == "sysu":
+        # Code 0 pairs a camera-3 query with every camera-2 item; other items get 1, which no
+        # query carries.
+        q_drop = np.where(q_cams == 3, 0, -1).astype(np.int64)
+        g_drop = np.where(g_cams == 2, 0, 1).astype(np.int64)
+        return q_drop, g_drop
+    # same_cam_id: the code is the (identity, camera) pair.
+    num_q = len(q_ids)
+    keys = np.stack([np.concatenate([q_ids, g_ids]), np.concatenate([q_cams, g_cams])], axis=1)
+    codes = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    q_drop, g_drop = codes[:num_q], codes[num_q:]
+    # A query code that no gallery item carries must still stay below max(g_drop) + 1.
+    q_drop = np.where(np.isin(q_drop, g_drop), q_drop, -1)
+    return q_drop, g_drop
 
-        # The positive with the t-th smallest key (t = 0, 1, ...) of row r has
-        # rank = 1 + #(items ahead of it) = 1 + sum(hist[r, t + 1:]), and is the
-        # (num_pos[r] - t)-th positive in the ranking.
-        ahead = torch.flip(torch.cumsum(torch.flip(hist, [1]), 1), [1])[:, 1:]
-        t = torch.arange(chunk.width - 1, device=device)
-        npos = chunk.num_pos[:, None]
-        valid = t < npos
-        rank = (ahead + 1).double()
-        ap = torch.where(valid, (npos - t).double() / rank, 0.0).sum(1) / chunk.num_pos.double()
-        first_rank = rank.gather(1, npos - 1)[:, 0]
-        last_rank = rank[:, 0]
-        sum_ap += float(ap.sum())
-        sum_inp += float((chunk.num_pos.double() / last_rank).sum())
-        for k in topk:
-            hits[k] += int((first_rank <= k).sum())
 
-        done += len(qidx)
-        if progress:
-            logger.info(
-                "rank_metrics: %d/%d queries with positives done (%.1fs)",
-                done,
-                len(active),
-                time.perf_counter() - t0,
-            )
+def vi_rank_metrics(
+    q_feats,
+    g_feats,
+    q_pids,
+    g_pids,
+    q_cams,
+    g_cams,
+    camera_rule: str = "none",
+    unique_ids: bool = True,
+    topk: Sequence[int] = (1, 10, 20),
+    chunk_size: int = 1024,
+    device=None,
+    gallery_chunk: int = 8192,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Exact VI-ReID CMC (R@k), mAP and mINP with the protocols' camera rules, in percent.
 
-    denom = max(num_q, 1)
-    result = {f"R{k}": 100.0 * hits[k] / denom for k in topk}
-    result["mAP"] = 100.0 * sum_ap / denom
-    result["mINP"] = 100.0 * sum_inp / denom
-    return result
+    Same similarity (``q_feats @ g_feats.T``, features used as given), tie rule (lower gallery
+    index first), streaming and memory bound as :func:`rank_metrics`.
+
+    Args:
+        q_feats: (Q, D) query features.
+        g_feats: (G, D) gallery features (the caller's gallery draw for one trial).
+        q_pids, g_pids: (Q,) and (G,) identities.
+        q_cams, g_cams: (Q,) and (G,) camera numbers.
+        camera_rule: which gallery items each query does not see:
+            ``"none"``: none; ``"sysu"``: for a query from camera 3, every camera-2 item, whatever
+            its identity (SYSU-MM01); ``"same_cam_id"``: items with the query's identity and
+            camera (LLCM).
+        unique_ids: ``True``: CMC over the ranked identities, each counted once at its first
+            appearance (SYSU-MM01, LLCM): R@k is hit when the query's identity is among the
+            first k distinct identities. ``False``: plain CMC, on the rank of the first positive
+            (RegDB).
+        topk: ranks k reported as ``R{k}``.
+        chunk_size, device, gallery_chunk, progress: as in :func:`rank_metrics`. With
+            ``unique_ids`` a query chunk also holds a (chunk x identities) bool table, and is
+            split so that it stays under 4M entries.
+
+    Returns:
+        dict of python floats ``{"R1", "R10", "R20", "mAP", "mINP"}`` (one ``R{k}`` per k). AP
+        and INP are computed on the whole filtered ranking. Queries without a positive left
+        after filtering are skipped: every figure averages over the other queries (all 0 when
+        none is left).
+    """
+    if camera_rule not in _CAMERA_RULES:
+        raise ValueError(f"camera_rule must be one of {_CAMERA_RULES}, got {camera_rule!r}")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    q = _to_features(q_feats, device)
+    g = _to_features(g_feats, device)
+    q_ids = _to_numpy_ids(q_pids)
+    g_ids = _to_numpy_ids(g_pids)
+    topk = _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids)
+    q_cam = _to_numpy_ids(q_cams)
+    g_cam = _to_numpy_ids(g_cams)
+    if len(q_cam) != len(q_ids) or len(g_cam) != len(g_ids):
+        raise ValueError("number of cameras must match number of features")
+    q_drop, g_drop = _drop_codes(camera_rule, q_ids, g_ids, q_cam, g_cam)
+    hits, sum_ap, sum_inp, num_active = _ranked_sums(
+        q,
+        g,
+        q_ids,
+        g_ids,
+        topk,
+        chunk_size,
+        gallery_chunk,
+        progress,
+        "vi_rank_metrics",
+        q_drop=q_drop,
+        g_drop=g_drop,
+        unique_ids=bool(unique_ids),
+    )
+    return _percent(hits, sum_ap, sum_inp, num_active)

@@ -1,0 +1,152 @@
+"""Visible-infrared re-identification evaluator on fast-reid's evaluator interface."""
+
+import logging
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastreid.evaluation import DatasetEvaluator
+from fastreid.utils import comm
+from tabulate import tabulate
+
+from .metrics import vi_rank_metrics
+from .vi_protocols import protocol_modes, protocol_trials
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("R1", "R10", "R20", "mAP", "mINP")
+
+
+class VIReIDEvaluator(DatasetEvaluator):
+    """Collects the features of every test image once and runs every mode and trial of the
+    dataset's protocol (:mod:`plugins.evaluation.vi_protocols`) on them.
+
+    Features are L2-normalised, so similarity is cosine. Every trial indexes the same features:
+    query features are extracted once, and each gallery draw selects from them.
+
+    Results: ``{mode}/{R1,R10,R20,mAP,mINP}`` (mean over trials) and the same keys with ``_std``
+    (population standard deviation over trials, 0 for one trial); top-level ``R1``, ``mAP``,
+    ``mINP`` and ``metric`` (= R1, for model selection) are those of the first mode
+    (SYSU-MM01 ``all_single``, RegDB ``v2t``, LLCM ``ir2vis``).
+
+    Args:
+        test_set (VITestSet): every test image once; ``inputs["index"]`` is a position in it.
+        trials (int): gallery draws per mode for SYSU-MM01 and LLCM (RegDB has one).
+        chunk_size (int): query rows ranked at once (bounds memory).
+        dataset_name (str): used in the printed table.
+    """
+
+    def __init__(self, test_set, trials=10, chunk_size=1024, dataset_name=""):
+        self.test_set = test_set
+        self.chunk_size = chunk_size
+        self.dataset_name = dataset_name
+        self.modes = protocol_modes(test_set)
+        # The draws depend on the test set only: made once, reused by every evaluation.
+        self.trials = OrderedDict((m, protocol_trials(test_set, m, trials)) for m in self.modes)
+        self.pids = np.asarray([image.pid for image in test_set.images], dtype=np.int64)
+        self.cams = np.asarray([image.camid for image in test_set.images], dtype=np.int64)
+        self.reset()
+
+    def reset(self):
+        self._indices = []
+        self._feats = []
+
+    def process(self, inputs, outputs):
+        """inputs["index"] (Tensor): (B,) positions in ``test_set.images``; outputs (Tensor): (B, D)."""
+        self._indices.append(torch.as_tensor(inputs["index"]).reshape(-1).cpu())
+        self._feats.append(outputs.detach().float().cpu())
+
+    def _ordered_features(self, indices, feats):
+        """(N, D) normalised features in test-set order; every image must have come once."""
+        total = len(self.test_set.images)
+        indices = torch.cat(indices).long() if indices else torch.zeros(0, dtype=torch.long)
+        if indices.numel() and (indices.min() < 0 or indices.max() >= total):
+            bad = indices[(indices < 0) | (indices >= total)][:5].tolist()
+            raise RuntimeError(f"Evaluator received indices outside 0..{total - 1}: {bad}")
+        counts = torch.bincount(indices, minlength=total)
+        if indices.numel() != total or not bool((counts == 1).all()):
+            missing = torch.nonzero(counts == 0)[:, 0]
+            repeated = torch.nonzero(counts > 1)[:, 0]
+            raise RuntimeError(
+                f"Evaluator received {indices.numel()} items, expected {total} (each test image "
+                f"once): {missing.numel()} missing (first {missing[:5].tolist()}), "
+                f"{repeated.numel()} repeated (first {repeated[:5].tolist()})."
+            )
+        feats = F.normalize(torch.cat(feats), dim=1)
+        return feats[indices.argsort()]
+
+    def evaluate(self):
+        if comm.get_world_size() > 1:
+            comm.synchronize()
+            indices = sum(comm.gather(self._indices), [])
+            feats = sum(comm.gather(self._feats), [])
+            if not comm.is_main_process():
+                return {}
+        else:
+            indices, feats = self._indices, self._feats
+        feats = self._ordered_features(indices, feats)
+
+        rows = OrderedDict()
+        start = time.perf_counter()
+        for mode, trials in self.trials.items():
+            runs = []
+            for trial in trials:
+                q, g = trial.query, trial.gallery
+                runs.append(
+                    vi_rank_metrics(
+                        feats[q],
+                        feats[g],
+                        self.pids[q],
+                        self.pids[g],
+                        self.cams[q],
+                        self.cams[g],
+                        camera_rule=trial.camera_rule,
+                        unique_ids=trial.unique_ids,
+                        topk=(1, 10, 20),
+                        chunk_size=self.chunk_size,
+                    )
+                )
+            values = np.asarray([[run[k] for k in METRICS] for run in runs], dtype=np.float64)
+            rows[mode] = {
+                "trials": len(runs),
+                "queries": len(trials[0].query),
+                "gallery": float(np.mean([len(t.gallery) for t in trials])),
+                "mean": dict(zip(METRICS, values.mean(0).tolist())),
+                "std": dict(zip(METRICS, values.std(0).tolist())),
+            }
+        logger.info(
+            f"VI-ReID ranking time: {time.perf_counter() - start:.2f} s for "
+            f"{sum(len(t) for t in self.trials.values())} trials"
+        )
+
+        results = OrderedDict()
+        first = rows[self.modes[0]]["mean"]
+        for key in ("R1", "mAP", "mINP"):
+            results[key] = first[key]
+        for mode, row in rows.items():
+            for key in METRICS:
+                results[f"{mode}/{key}"] = row["mean"][key]
+            for key in METRICS:
+                results[f"{mode}/{key}_std"] = row["std"][key]
+        results["metric"] = first["R1"]
+        self._print_table(rows)
+        return results
+
+    def _print_table(self, rows):
+        headers = ["mode", "trials", *METRICS]
+        table = [
+            [mode, row["trials"]]
+            + [f"{row['mean'][k]:.2f} +- {row['std'][k]:.2f}" for k in METRICS]
+            for mode, row in rows.items()
+        ]
+        sizes = "; ".join(
+            f"{mode}: {row['queries']} queries, gallery {row['gallery']:g}"
+            for mode, row in rows.items()
+        )
+        name = f" on {self.dataset_name}" if self.dataset_name else ""
+        logger.info(
+            f"VI-ReID{name} ({self.test_set.protocol} protocol; mean +- std over trials; "
+            f"{sizes}):\n" + tabulate(table, headers=headers, tablefmt="pipe")
+        )

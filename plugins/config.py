@@ -92,6 +92,9 @@ def add_plugins_config(cfg):
     # habit, and IRRA's) or "val" (datasets without one use test); with "val", the final model
     # and the one selected on val are both evaluated on test at the end.
     _C.TEST.SELECT_ON = "test"
+    # Gallery draws of the VI-ReID protocols that draw one (SYSU-MM01, LLCM: 10 in their
+    # papers); RegDB has one per evaluation (its trials are training splits).
+    _C.TEST.VI_TRIALS = 10
     # Rows of the query x gallery similarity computed at once by the ranking.
     _C.TEST.RANK_CHUNK = 1024
     return cfg

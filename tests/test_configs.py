@@ -62,13 +62,31 @@ def test_config_merges_and_names_registered_components(path):
     assert cfg.MODEL.BACKBONE.PRETRAIN == (not path.startswith(os.path.join("configs", "Demo")))
 
 
+@pytest.fixture(scope="module")
+def imagenet_weights(tmp_path_factory):
+    """A stand-in for the ImageNet file fast-reid's ResNet configs take in PRETRAIN_PATH (fast-reid
+    loads it with strict=False; tests/test_vi_configs.py checks a real entry is loaded)."""
+    path = tmp_path_factory.mktemp("resnet") / "resnet.pth"
+    torch.save({}, path)
+    return str(path)
+
+
+def _is_resnet(cfg):
+    """fast-reid's Baseline on its own ResNet (BACKBONE.NAME's default names it everywhere)."""
+    return cfg.MODEL.META_ARCHITECTURE == "Baseline" and (
+        cfg.MODEL.BACKBONE.NAME == "build_resnet_backbone"
+    )
+
+
 @pytest.mark.parametrize("path", CONFIGS)
-def test_config_builds_a_model(path, tiny_clip_weights):
+def test_config_builds_a_model(path, tiny_clip_weights, imagenet_weights):
     opts = list(TINY)
     cfg = build_config(os.path.join(ROOT, path))
-    if cfg.MODEL.META_ARCHITECTURE == "Baseline":
+    if cfg.MODEL.META_ARCHITECTURE == "Baseline" and not _is_resnet(cfg):
         opts += ["MODEL.BACKBONE.FEAT_DIM", "64"]
-    if cfg.MODEL.BACKBONE.PRETRAIN:
+    if cfg.MODEL.BACKBONE.PRETRAIN and _is_resnet(cfg):
+        opts += ["MODEL.BACKBONE.PRETRAIN_PATH", imagenet_weights]
+    elif cfg.MODEL.BACKBONE.PRETRAIN:
         opts += ["MODEL.CLIP.WEIGHTS", tiny_clip_weights]
     cfg = build_config(os.path.join(ROOT, path), opts + ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
@@ -80,6 +98,8 @@ def test_config_builds_a_model(path, tiny_clip_weights):
 )
 def test_real_data_config_without_clip_weights_is_an_error(path):
     cfg = build_config(os.path.join(ROOT, path), TINY + ["MODEL.DEVICE", "cpu"])
+    if _is_resnet(cfg):
+        pytest.skip("fast-reid's ResNet: ImageNet weights come from MODEL.BACKBONE.PRETRAIN_PATH")
     with pytest.raises(CLIPWeightsError, match="MODEL.CLIP.WEIGHTS is empty"):
         build_model(cfg)
 

@@ -8,47 +8,13 @@ import torch
 
 from plugins.evaluation import metrics as metrics_module
 from plugins.evaluation.metrics import rank_metrics
-
-
-def brute_force(q, g, q_pids, g_pids, topk):
-    """Plain python: score every pair, sort every row by (-score, index), read the metrics."""
-    q = [[float(v) for v in row] for row in q]
-    g = [[float(v) for v in row] for row in g]
-    q_pids = [int(p) for p in q_pids]
-    g_pids = [int(p) for p in g_pids]
-    hits = dict.fromkeys(topk, 0)
-    total_ap = 0.0
-    total_inp = 0.0
-    for qi, qrow in enumerate(q):
-        scores = [sum(a * b for a, b in zip(qrow, grow)) for grow in g]
-        ranking = sorted(range(len(g)), key=lambda j: (-scores[j], j))
-        ranks = [r + 1 for r, j in enumerate(ranking) if g_pids[j] == q_pids[qi]]
-        if not ranks:
-            continue
-        for k in topk:
-            if ranks[0] <= k:
-                hits[k] += 1
-        total_ap += sum((i + 1) / r for i, r in enumerate(ranks)) / len(ranks)
-        total_inp += len(ranks) / ranks[-1]
-    n = len(q)
-    out = {f"R{k}": 100.0 * hits[k] / n for k in topk}
-    out["mAP"] = 100.0 * total_ap / n
-    out["mINP"] = 100.0 * total_inp / n
-    return out
-
-
-def assert_metrics_equal(got, expected, tol=1e-9):
-    assert list(got) == list(expected)
-    for key in expected:
-        assert isinstance(got[key], float), key
-        assert got[key] == pytest.approx(expected[key], abs=tol), (key, got, expected)
+from tests.ranking_reference import assert_metrics_equal, quantised_features, rank_reference
 
 
 def quantised_case(seed, num_q, num_g, dim, levels, num_ids, extra_q_ids=0, dup_gallery=0):
     """Features on a coarse grid (many exact ties; float32 dot products are exact)."""
     rng = np.random.default_rng(seed)
-    q = rng.integers(-levels, levels + 1, size=(num_q, dim)).astype(np.float32) * 0.5
-    g = rng.integers(-levels, levels + 1, size=(num_g, dim)).astype(np.float32) * 0.5
+    q, g = quantised_features(rng, num_q, num_g, dim, levels)
     if dup_gallery:
         src = rng.integers(0, num_g, size=dup_gallery)
         dst = rng.integers(0, num_g, size=dup_gallery)
@@ -79,7 +45,7 @@ def test_matches_brute_force_with_ties(
         seed, num_q, num_g, dim, levels, num_ids, extra_q_ids=2, dup_gallery=num_g // 3
     )
     got = rank_metrics(q, g, q_pids, g_pids, topk=topk, chunk_size=chunk, gallery_chunk=gchunk)
-    assert_metrics_equal(got, brute_force(q, g, q_pids, g_pids, topk))
+    assert_metrics_equal(got, rank_reference(q, g, q_pids, g_pids, topk))
 
 
 def test_random_float_features_match_brute_force():
@@ -88,7 +54,7 @@ def test_random_float_features_match_brute_force():
     g = rng.standard_normal((90, 16)).astype(np.float32)
     q_pids = rng.integers(0, 12, size=40)
     g_pids = rng.integers(0, 10, size=90)
-    expected = brute_force(q, g, q_pids, g_pids, (1, 5, 10))
+    expected = rank_reference(q, g, q_pids, g_pids, (1, 5, 10))
     for chunk, gchunk in [(1024, 8192), (7, 13), (40, 1), (1, 90)]:
         got = rank_metrics(q, g, q_pids, g_pids, chunk_size=chunk, gallery_chunk=gchunk)
         assert_metrics_equal(got, expected)
@@ -141,7 +107,7 @@ def test_all_scores_equal_gives_index_order():
     g = np.zeros((6, 4), dtype=np.float32)
     g_pids = [0, 1, 2, 0, 1, 2]
     got = rank_metrics(q, g, [0, 1, 2], g_pids, topk=(1, 2), chunk_size=2, gallery_chunk=4)
-    assert_metrics_equal(got, brute_force(q, g, [0, 1, 2], g_pids, (1, 2)))
+    assert_metrics_equal(got, rank_reference(q, g, [0, 1, 2], g_pids, (1, 2)))
     assert got["R1"] == pytest.approx(100.0 / 3)
 
 
@@ -186,14 +152,14 @@ def test_input_types_and_chunk_invariance():
     assert_metrics_equal(as_torch, expected)
     as_lists = rank_metrics(q.tolist(), g.tolist(), q_pids.tolist(), g_pids.tolist())
     assert_metrics_equal(as_lists, expected)
-    assert_metrics_equal(expected, brute_force(q, g, q_pids, g_pids, (1, 5, 10)))
+    assert_metrics_equal(expected, rank_reference(q, g, q_pids, g_pids, (1, 5, 10)))
 
 
 def test_many_positives_per_query():
     # Few identities: hundreds of positives per query, with ties across chunk boundaries.
     q, g, q_pids, g_pids = quantised_case(5, 12, 600, 3, 1, 2)
     got = rank_metrics(q, g, q_pids, g_pids, topk=(1, 5), chunk_size=5, gallery_chunk=97)
-    assert_metrics_equal(got, brute_force(q, g, q_pids, g_pids, (1, 5)))
+    assert_metrics_equal(got, rank_reference(q, g, q_pids, g_pids, (1, 5)))
 
 
 def test_many_positives_with_row_chunks_split(monkeypatch):
@@ -201,7 +167,7 @@ def test_many_positives_with_row_chunks_split(monkeypatch):
     monkeypatch.setattr(metrics_module, "_MAX_SLOTS", 64)
     q, g, q_pids, g_pids = quantised_case(8, 30, 300, 3, 2, 4, extra_q_ids=1, dup_gallery=40)
     got = rank_metrics(q, g, q_pids, g_pids, topk=(1, 5), chunk_size=16, gallery_chunk=70)
-    assert_metrics_equal(got, brute_force(q, g, q_pids, g_pids, (1, 5)))
+    assert_metrics_equal(got, rank_reference(q, g, q_pids, g_pids, (1, 5)))
 
 
 def test_recount_when_positive_scores_disagree_with_blocks(monkeypatch):
@@ -219,7 +185,7 @@ def test_recount_when_positive_scores_disagree_with_blocks(monkeypatch):
     q, g, q_pids, g_pids = quantised_case(9, 20, 45, 4, 2, 6, extra_q_ids=2, dup_gallery=10)
     got = rank_metrics(q, g, q_pids, g_pids, chunk_size=6, gallery_chunk=10)
     assert calls
-    assert_metrics_equal(got, brute_force(q, g, q_pids, g_pids, (1, 5, 10)))
+    assert_metrics_equal(got, rank_reference(q, g, q_pids, g_pids, (1, 5, 10)))
 
 
 def test_empty_and_invalid_inputs():

@@ -209,6 +209,8 @@ def test_two_stages_freeze_scale_and_chain(rgbt, tmp_path):
         assert torch.equal(first[k], second[k]), k
     assert any(not torch.equal(first[k], second[k]) for k in image)
     assert (out / "second" / "results.json").is_file() and (out / "first" / "stage.json").is_file()
+    # The run's results are also where a single-stage run leaves them.
+    assert (out / "results.json").read_bytes() == (out / "second" / "results.json").read_bytes()
 
     # A finished stage is not reused under another config.
     code, log = _run(rgbt, out, "SOLVER.BASE_LR", "0.5")

@@ -10,7 +10,7 @@ import plugins  # noqa: F401
 from plugins.data.items import VIImage, VITestSet
 from plugins.evaluation import VIReIDEvaluator
 from plugins.evaluation.vi_protocols import draw_gallery, protocol_modes, protocol_trials
-from tests.test_vi_metrics import brute_force
+from tests.ranking_reference import vi_rank_reference
 
 VISIBLE_SYSU = (1, 2, 4, 5)
 
@@ -19,6 +19,13 @@ def image(pid, camid, modality=None, name=""):
     if modality is None:  # SYSU-MM01 cameras
         modality = "infrared" if camid in (3, 6) else "visible"
     return VIImage(f"/data/{pid}_{camid}_{name}.jpg", pid, camid, modality)
+
+
+def hand_set(protocol, *spec):
+    """A test set of images given as ``(pid, camid)`` (SYSU-MM01 cameras: the camera decides the
+    modality) or ``(pid, camid, "v" | "ir")``, in position order."""
+    modality = {"v": "visible", "ir": "infrared"}
+    return VITestSet(tuple(image(p, c, *map(modality.get, m)) for p, c, *m in spec), protocol)
 
 
 def small_sysu():
@@ -171,17 +178,8 @@ def test_sysu_evaluator_by_hand():
     # indoor_multi: A: p1 p1 -> AP 1, INP 1; B: p2 p1 p1 -> AP 7/12, INP 2/3.
     #   mAP 19/24, mINP 5/6.
     # Without the cam3/cam2 rule A would rank like B and every R1 would be 0.
-    ims = [
-        image(1, 3),
-        image(2, 2),
-        image(1, 1),
-        image(1, 6),
-        image(2, 4),
-        image(1, 5),
-        image(1, 1),
-    ]
+    ts = hand_set("sysumm01", (1, 3), (2, 2), (1, 1), (1, 6), (2, 4), (1, 5), (1, 1))
     feats = [[1, 0], [1, 0], [0.8, 0.6], [1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6]]
-    ts = VITestSet(tuple(ims), "sysumm01")
     results = run(
         VIReIDEvaluator(ts, dataset_name="SYSUMM01"), feats, [[6, 2], [0], [5, 1, 3], [4]]
     )
@@ -208,15 +206,9 @@ def test_regdb_evaluator_by_hand():
     #      R1 50, R10 100, mAP 2/3, mINP 7/12.
     # t2v: t1 -> v1 first (hit); t1b -> v2 then v1 (rank 2, AP 1/2); t2 -> v2 .8 first (hit).
     #      R1 2/3, mAP = mINP = (1 + 1/2 + 1) / 3.
-    ims = [
-        image(1, 1, "visible"),
-        image(2, 1, "visible"),
-        image(1, 2, "infrared"),
-        image(1, 2, "infrared"),
-        image(2, 2, "infrared"),
-    ]
+    ts = hand_set("regdb", (1, 1, "v"), (2, 1, "v"), (1, 2, "ir"), (1, 2, "ir"), (2, 2, "ir"))
     feats = [[1, 0], [0, 1], [1, 0], [0, 1], [0.6, 0.8]]
-    ev = VIReIDEvaluator(VITestSet(tuple(ims), "regdb"), trials=10)
+    ev = VIReIDEvaluator(ts, trials=10)
     results = run(ev, feats, [[4, 0], [3, 1, 2]])
     check(results, "v2t", {"R1": 50, "R10": 100, "mAP": 200 / 3, "mINP": 700 / 12})
     check(results, "t2v", {"R1": 200 / 3, "R10": 100, "mAP": 250 / 3, "mINP": 250 / 3})
@@ -232,15 +224,9 @@ def test_llcm_evaluator_by_hand():
     # vis2ir: gallery a, b. Visible pid 1 cam 1: its only positive a has its camera -> skipped.
     #         Visible pid 2 cam 1: a .8, b 1.0 -> rank 1. Visible pid 1 cam 2: a .6, b .96 ->
     #         rank 2 (AP 1/2). R1 50, mAP = mINP = 75 over the two counted queries.
-    ims = [
-        image(1, 1, "infrared"),
-        image(2, 2, "infrared"),
-        image(1, 1, "visible"),
-        image(2, 1, "visible"),
-        image(1, 2, "visible"),
-    ]
+    ts = hand_set("llcm", (1, 1, "ir"), (2, 2, "ir"), (1, 1, "v"), (2, 1, "v"), (1, 2, "v"))
     feats = [[1, 0], [0.8, 0.6], [1, 0], [0.8, 0.6], [0.6, 0.8]]
-    results = run(VIReIDEvaluator(VITestSet(tuple(ims), "llcm")), feats, [[2], [4, 3], [1, 0]])
+    results = run(VIReIDEvaluator(ts), feats, [[2], [4, 3], [1, 0]])
     check(results, "ir2vis", {"R1": 50, "R10": 100, "mAP": 75, "mINP": 75})
     check(results, "vis2ir", {"R1": 50, "R10": 100, "mAP": 75, "mINP": 75})
     assert results["metric"] == 50.0
@@ -261,7 +247,7 @@ def test_means_and_stds_over_random_draws_match_per_trial_brute_force():
         for t in protocol_trials(ts, mode, trials=4):
             q, g = t.query, t.gallery
             args = (unit[q], unit[g], pids[q], pids[g], cams[q], cams[g])
-            per_trial.append(brute_force(*args, "sysu", True, (1, 10, 20)))
+            per_trial.append(vi_rank_reference(*args, "sysu", True, (1, 10, 20)))
         for key in ("R1", "R10", "R20", "mAP", "mINP"):
             values = [r[key] for r in per_trial]
             assert results[f"{mode}/{key}"] == pytest.approx(np.mean(values), abs=1e-3)

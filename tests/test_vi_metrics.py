@@ -9,66 +9,16 @@ import torch
 from plugins.evaluation import metrics as metrics_module
 from plugins.evaluation import vi_rank_metrics
 from plugins.evaluation.metrics import rank_metrics
+from tests.ranking_reference import assert_metrics_equal, quantised_features, vi_rank_reference
 
 RULES = ("none", "sysu", "same_cam_id")
-
-
-def brute_force(q, g, q_pids, g_pids, q_cams, g_cams, camera_rule, unique_ids, topk):
-    """Plain python: drop each query's invisible items, sort the rest by (-score, index),
-    deduplicate the identities explicitly, read the metrics."""
-    q = [[float(v) for v in row] for row in q]
-    g = [[float(v) for v in row] for row in g]
-    hits = dict.fromkeys(topk, 0)
-    total_ap = total_inp = 0.0
-    counted = 0
-    for qi, qrow in enumerate(q):
-        qp, qc = int(q_pids[qi]), int(q_cams[qi])
-        visible = []
-        for j in range(len(g)):
-            gp, gc = int(g_pids[j]), int(g_cams[j])
-            if camera_rule == "sysu" and qc == 3 and gc == 2:
-                continue
-            if camera_rule == "same_cam_id" and gp == qp and gc == qc:
-                continue
-            visible.append(j)
-        scores = {j: sum(a * b for a, b in zip(qrow, g[j])) for j in visible}
-        ranking = sorted(visible, key=lambda j: (-scores[j], j))
-        ranks = [r + 1 for r, j in enumerate(ranking) if int(g_pids[j]) == qp]
-        if not ranks:
-            continue
-        counted += 1
-        if unique_ids:
-            identities = []
-            for j in ranking:
-                if int(g_pids[j]) not in identities:
-                    identities.append(int(g_pids[j]))
-            cmc_rank = identities.index(qp) + 1
-        else:
-            cmc_rank = ranks[0]
-        for k in topk:
-            hits[k] += cmc_rank <= k
-        total_ap += sum((i + 1) / r for i, r in enumerate(ranks)) / len(ranks)
-        total_inp += len(ranks) / ranks[-1]
-    n = max(counted, 1)
-    out = {f"R{k}": 100.0 * hits[k] / n for k in topk}
-    out["mAP"] = 100.0 * total_ap / n
-    out["mINP"] = 100.0 * total_inp / n
-    return out
-
-
-def assert_metrics_equal(got, expected, tol=1e-9):
-    assert list(got) == list(expected)
-    for key in expected:
-        assert isinstance(got[key], float), key
-        assert got[key] == pytest.approx(expected[key], abs=tol), (key, got, expected)
 
 
 def vi_case(seed, num_q, num_g, dim, levels, num_ids, num_cams=6, extra_q_ids=2):
     """Quantised features (exact float32 dot products, many ties), duplicated gallery rows,
     cameras 1..num_cams, and query ids that the gallery lacks."""
     rng = np.random.default_rng(seed)
-    q = rng.integers(-levels, levels + 1, size=(num_q, dim)).astype(np.float32) * 0.5
-    g = rng.integers(-levels, levels + 1, size=(num_g, dim)).astype(np.float32) * 0.5
+    q, g = quantised_features(rng, num_q, num_g, dim, levels)
     g[rng.integers(0, num_g, size=num_g // 3)] = g[rng.integers(0, num_g, size=num_g // 3)]
     g_pids = rng.integers(0, num_ids, size=num_g)
     q_pids = rng.integers(0, num_ids + extra_q_ids, size=num_q)
@@ -101,7 +51,7 @@ def test_matches_brute_force_with_ties(
         chunk_size=chunk,
         gallery_chunk=gchunk,
     )
-    assert_metrics_equal(got, brute_force(*args, camera_rule, unique_ids, topk))
+    assert_metrics_equal(got, vi_rank_reference(*args, camera_rule, unique_ids, topk))
 
 
 @pytest.mark.parametrize("camera_rule", RULES)
@@ -112,7 +62,7 @@ def test_float_features_and_chunk_invariance(camera_rule):
     q_pids, g_pids = rng.integers(0, 12, size=40), rng.integers(0, 10, size=70)
     q_cams, g_cams = rng.integers(1, 4, size=40), rng.integers(1, 4, size=70)
     args = (q, g, q_pids, g_pids, q_cams, g_cams)
-    expected = brute_force(*args, camera_rule, True, (1, 10, 20))
+    expected = vi_rank_reference(*args, camera_rule, True, (1, 10, 20))
     for chunk, gchunk in [(1024, 8192), (3, 11), (40, 1), (1, 70)]:
         got = vi_rank_metrics(*args, camera_rule, chunk_size=chunk, gallery_chunk=gchunk)
         assert_metrics_equal(got, expected)
@@ -127,7 +77,7 @@ def test_identity_table_splits_query_chunks(monkeypatch):
     monkeypatch.setattr(metrics_module, "_MAX_SLOTS", 64)
     args = vi_case(5, 40, 150, 3, 2, 30)
     got = vi_rank_metrics(*args, "sysu", chunk_size=40, gallery_chunk=33)
-    assert_metrics_equal(got, brute_force(*args, "sysu", True, (1, 10, 20)))
+    assert_metrics_equal(got, vi_rank_reference(*args, "sysu", True, (1, 10, 20)))
 
 
 def test_recount_keeps_identity_ranks_exact(monkeypatch):
@@ -144,7 +94,7 @@ def test_recount_keeps_identity_ranks_exact(monkeypatch):
     args = vi_case(9, 20, 50, 3, 2, 6)
     for rule in RULES:
         got = vi_rank_metrics(*args, rule, chunk_size=6, gallery_chunk=10)
-        assert_metrics_equal(got, brute_force(*args, rule, True, (1, 10, 20)))
+        assert_metrics_equal(got, vi_rank_reference(*args, rule, True, (1, 10, 20)))
     assert calls
 
 

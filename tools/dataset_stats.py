@@ -47,20 +47,20 @@ RGBTPEDES: train 1266 3250 5497 | test 553 1473 2490 | all 1822 4723 7987
 """
 
 
-def _parse_published(table: str) -> dict[str, dict[str, dict]]:
-    """``{dataset: {split: {"ids", "images"[, "captions"]}}}`` of ``_PUBLISHED_TABLE``."""
+def _parse_published(table: str, keys) -> dict[str, dict[str, dict]]:
+    """``{dataset: {split: {key: count}}}`` of a published table, the counts named by ``keys``
+    in column order; a ``-`` (no published figure) is left out."""
     published = {}
     for line in table.strip().splitlines():
         name, rows = line.split(":")
         published[name] = {}
         for row in rows.split("|"):
             split, *counts = row.split()
-            keys = ("ids", "images", "captions")
-            published[name][split] = {k: int(v) for k, v in zip(keys, counts)}
+            published[name][split] = {k: int(v) for k, v in zip(keys, counts) if v != "-"}
     return published
 
 
-PUBLISHED = _parse_published(_PUBLISHED_TABLE)
+PUBLISHED = _parse_published(_PUBLISHED_TABLE, ("ids", "images", "captions"))
 
 # Published VI-ReID figures (shared/DATASETS.md; SYSU-MM01's image counts as reported in Dong et
 # al., Richer Semantics, Better Alignment, IJCAI'25, which gives no test visible total). RegDB's
@@ -73,21 +73,7 @@ RegDB: train 206 2060 2060 | test 206 2060 2060 | all 412 4120 4120
 LLCM: train 713 16946 13975 | test 351 8680 7166 | all 1064 25626 21141
 """
 
-
-def _parse_published_vi(table: str) -> dict[str, dict[str, dict]]:
-    """``{dataset: {split: {"ids", "visible", "infrared"}}}`` of ``_PUBLISHED_VI_TABLE``."""
-    published = {}
-    for line in table.strip().splitlines():
-        name, rows = line.split(":")
-        published[name] = {}
-        for row in rows.split("|"):
-            split, *counts = row.split()
-            keys = ("ids", "visible", "infrared")
-            published[name][split] = {k: int(v) for k, v in zip(keys, counts) if v != "-"}
-    return published
-
-
-PUBLISHED_VI = _parse_published_vi(_PUBLISHED_VI_TABLE)
+PUBLISHED_VI = _parse_published(_PUBLISHED_VI_TABLE, ("ids", "visible", "infrared"))
 PUBLISHED["RGBTPEDES"]["all"].update(
     words_max=112, words_mean=38.2, images_with_1_captions=1459, images_with_2_captions=3264
 )
@@ -121,6 +107,14 @@ def _format(value):
     return f"{value:.1f}" if isinstance(value, float) else f"{value:,}"
 
 
+def _stat_line(label, shown, published_value=None):
+    """One report line: the label, the value shown and the published figure when there is one."""
+    line = f"  {label:<24}{shown:>10}"
+    if published_value is not None:
+        line += f"  (published {_format(published_value)})"
+    return line
+
+
 def format_report(name, dataset, stats, published):
     """Lines of the report: one per (split, statistic), the published figure beside it."""
     image_noun = dataset.image_noun
@@ -140,10 +134,7 @@ def format_report(name, dataset, stats, published):
             if label is None:  # images_with_<k>_captions
                 k = key.split("_")[2]
                 label = f"{image_noun} with {k} caption{'s' if k != '1' else ''}"
-            line = f"  {label:<24}{_format(value):>10}"
-            if key in published.get(split, {}):
-                line += f"  (published {_format(published[split][key])})"
-            lines.append(line)
+            lines.append(_stat_line(label, _format(value), published.get(split, {}).get(key)))
     return lines
 
 
@@ -183,10 +174,7 @@ def format_vi_report(name, dataset, stats, published):
         for key, label in labels.items():
             value = values[key]
             shown = ",".join(map(str, value)) if key == "cameras" else _format(value)
-            line = f"  {label:<24}{shown:>10}"
-            if key in published.get(split, {}):
-                line += f"  (published {_format(published[split][key])})"
-            lines.append(line)
+            lines.append(_stat_line(label, shown, published.get(split, {}).get(key)))
     return lines
 
 

@@ -114,19 +114,15 @@ class TextViews:
         return cls(cfg.INPUT.TEXT.VIEWS, cfg.INPUT.TEXT.CONTEXT_LENGTH, cfg.INPUT.TEXT.MLM_PROB)
 
 
-class CaptionTrainSet(Dataset):
-    """Training set of ``CaptionItem``s: images (or RGB + thermal pairs) with their caption views.
+class LabelledTrainSet(Dataset):
+    """Base of the training sets: items with ``pid`` relabelled 0..N-1, and a transform.
 
-    Returns dicts with ``images`` (3, H, W) in 0-255, ``t_images`` for pairs, ``targets`` (pid),
-    ``image_ids`` and the text views of ``TextViews``. Indexed by ``(index, sample_seed)`` (the
-    plugin's samplers) every random step comes from that seed; a plain index uses torch's RNG.
+    ``img_items`` and ``num_classes`` are the attributes fast-reid's trainer reads.
     """
 
-    def __init__(self, items, transform, text_views, load_thermal=True):
-        self.img_items = items  # fast-reid's samplers and trainer read these attributes
+    def __init__(self, items, transform):
+        self.img_items = items
         self.transform = transform
-        self.text_views = text_views
-        self.load_thermal = load_thermal
         self.pids = sorted({item.pid for item in items})
         if self.pids != list(range(len(self.pids))):
             raise ValueError("Training identities must be relabelled 0..N-1 by the reader.")
@@ -137,6 +133,20 @@ class CaptionTrainSet(Dataset):
 
     def __len__(self):
         return len(self.img_items)
+
+
+class CaptionTrainSet(LabelledTrainSet):
+    """Training set of ``CaptionItem``s: images (or RGB + thermal pairs) with their caption views.
+
+    Returns dicts with ``images`` (3, H, W) in 0-255, ``t_images`` for pairs, ``targets`` (pid),
+    ``image_ids`` and the text views of ``TextViews``. Indexed by ``(index, sample_seed)`` (the
+    plugin's samplers) every random step comes from that seed; a plain index uses torch's RNG.
+    """
+
+    def __init__(self, items, transform, text_views, load_thermal=True):
+        super().__init__(items, transform)
+        self.text_views = text_views
+        self.load_thermal = load_thermal
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
@@ -168,7 +178,11 @@ def build_text_train_loader(cfg):
         TextViews.from_config(cfg),
         load_thermal=loads_thermal(cfg),
     )
-    sampler = build_sampler(cfg, [item.pid for item in items])
+    return train_loader(cfg, train_set, build_sampler(cfg, [item.pid for item in items]))
+
+
+def train_loader(cfg, train_set, sampler):
+    """fast-reid's training loader (GPU prefetch, worker seeding) over the plugin's sampler."""
     return build_reid_train_loader(
         train_set=train_set,
         sampler=sampler,

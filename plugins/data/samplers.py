@@ -129,6 +129,42 @@ class EpochBatchSampler(Sampler):
     def shortage(self):
         raise NotImplementedError
 
+    def _pack(self, pending, pid_of, place, size, finish):
+        """Mini-batches packed from the deque ``pending`` so that an identity is at most once in
+        a global batch: each process holds its own whole identities.
+
+        Args:
+            pending (deque): entries in drawing order.
+            pid_of: entry -> its identity.
+            place: (mini-batch being built, entry) -> the part of the entry that did not fit, or
+                ``None``; it adds the rest to the mini-batch.
+            size (int): the length at which the mini-batch being built is complete.
+            finish: complete mini-batch -> its list of item indices.
+
+        An entry of an identity already in the global batch, and the part of one that did not
+        fit, waits for the next global batch; what is still waiting when ``pending`` runs out is
+        left out of the epoch.
+        """
+        batches, current, in_batch, deferred = [], [], set(), []
+        while pending:
+            entry = pending.popleft()
+            pid = pid_of(entry)
+            if pid in in_batch:
+                deferred.append(entry)
+                continue
+            rest = place(current, entry)
+            in_batch.add(pid)
+            if rest is not None:
+                deferred.append(rest)
+            if len(current) == size:
+                batches.append(finish(current))
+                current = []
+                if len(batches) % self.world_size == 0:
+                    in_batch = set()
+                    pending.extendleft(reversed(deferred))
+                    deferred = []
+        return batches
+
 
 class RandomBatchSampler(EpochBatchSampler):
     """Uniformly shuffled items, as IRRA trains (``shuffle=True``); the last partial batch of an
@@ -201,30 +237,17 @@ class IdentityBatchSampler(EpochBatchSampler):
                 chunks.append(items)
             chunks.extend(items[i * k : (i + 1) * k] for i in range(full))
         pending = deque(chunks[i] for i in rng.permutation(len(chunks)))
-        # Pack mini-batches; an identity appears at most once per global batch, so each process
-        # holds whole identities. A group that does not fit the rest of a mini-batch gives it
-        # its head; the tail waits, with groups of identities already in the batch, for the
-        # next global batch.
-        batches, current, in_batch, deferred = [], [], set(), []
-        while pending:
-            chunk = pending.popleft()
-            pid = int(self.pids[chunk[0]])
-            if pid in in_batch:
-                deferred.append(chunk)
-                continue
+
+        def place(current, chunk):
+            # A group that does not fit the rest of a mini-batch gives it its head; the tail
+            # waits, with groups of identities already in the batch, for the next global batch.
             space = self.mini_batch - len(current)
             current.extend(chunk[:space].tolist())
-            in_batch.add(pid)
-            if len(chunk) > space:
-                deferred.append(chunk[space:])
-            if len(current) == self.mini_batch:
-                batches.append(current)
-                current = []
-                if len(batches) % self.world_size == 0:
-                    in_batch = set()
-                    pending.extendleft(reversed(deferred))
-                    deferred = []
-        return batches
+            return chunk[space:] if len(chunk) > space else None
+
+        return self._pack(
+            pending, lambda chunk: int(self.pids[chunk[0]]), place, self.mini_batch, list
+        )
 
     def shortage(self):
         k = self.num_instances
@@ -340,25 +363,14 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
             groups[pid] = deque(zip(self._groups(rng, vis, count), self._groups(rng, ir, count)))
             turns.extend([pid] * count)
         pending = deque(turns[i] for i in rng.permutation(len(turns)))
-        # An identity is at most once per global batch; a turn of an identity already in it
-        # waits for the next global batch.
-        batches, current, in_batch, deferred = [], [], set(), []
-        while pending:
-            pid = pending.popleft()
-            if pid in in_batch:
-                deferred.append(pid)
-                continue
-            current.append(pid)
-            in_batch.add(pid)
-            if len(current) == p:
-                chosen = [groups[q].popleft() for q in current]
-                batches.append([int(i) for part in (0, 1) for g in chosen for i in g[part]])
-                current = []
-                if len(batches) % self.world_size == 0:
-                    in_batch = set()
-                    pending.extendleft(reversed(deferred))
-                    deferred = []
-        return batches
+
+        def finish(pids):
+            # All the visible groups in identity order, then the infrared ones in the same order.
+            chosen = [groups[pid].popleft() for pid in pids]
+            return [int(i) for part in (0, 1) for g in chosen for i in g[part]]
+
+        # A turn is one identity: it always fits, and a mini-batch is complete at P of them.
+        return self._pack(pending, int, lambda current, pid: current.append(pid), p, finish)
 
     def shortage(self):
         k, p = self.num_instances, self.num_ids_per_batch

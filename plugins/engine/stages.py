@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import torch
@@ -464,4 +465,20 @@ def run_stages(cfg, args, stages):
         model = PluginTrainer.build_model(scfg)
         Checkpointer(model).load(previous, strict=True, evaluation=True)
         results = PluginTrainer.test(scfg, model)
+    publish_results(os.path.join(cfg.OUTPUT_DIR, stages[-1].name), cfg.OUTPUT_DIR)
     return results
+
+
+RESULT_FILES = ("results.json", "results_val_selected.json")
+
+
+def publish_results(stage_dir, output_dir):
+    """Copy the last stage's result files to ``OUTPUT_DIR``: the run's results are where a
+    single-stage run leaves them (``tools/benchmark_synthetic.py`` and users read them there)."""
+    if not comm.is_main_process():
+        return
+    for name in RESULT_FILES:
+        source = os.path.join(stage_dir, name)
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(output_dir, name))
+            logger.info(f"{name} of the last stage copied to {output_dir}")

@@ -24,9 +24,12 @@ from ..data.build import (
     build_text_train_loader,
     is_text_dataset,
 )
+from ..data.datasets.vi_reid import build_vi_dataset, is_vi_dataset
 from ..data.samplers import EpochBatchSampler
+from ..data.vi_build import build_vi_test_loader, build_vi_train_loader
 from ..evaluation.retrieval_evaluator import RetrievalEvaluator
 from ..evaluation.timing import InferenceTimer
+from ..evaluation.vi_evaluator import VIReIDEvaluator
 from .checkpoint import Checkpointer, EvalCheckpointHook, InterruptHook
 from .optimizer import build_plugin_optimizer
 
@@ -45,11 +48,17 @@ class PluginTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         names = list(cfg.DATASETS.NAMES)
         text = [is_text_dataset(n) for n in names]
+        vi = [is_vi_dataset(n) for n in names]
         if all(text):
             logger.info("Prepare caption training set")
             return build_text_train_loader(cfg)
-        if any(text):
-            raise ValueError(f"DATASETS.NAMES mixes caption and image-only datasets: {names}")
+        if all(vi):
+            logger.info("Prepare visible-infrared training set")
+            return build_vi_train_loader(cfg)
+        if any(text) or any(vi):
+            raise ValueError(
+                f"DATASETS.NAMES mixes caption, visible-infrared and fast-reid datasets: {names}"
+            )
         return super().build_train_loader(cfg)
 
     @classmethod
@@ -114,7 +123,19 @@ class PluginTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None, split="test"):
         """Loader and evaluator of a dataset's ``split``: "test", or "val" (its test split when
-        it has no val split, said in the log)."""
+        it has no val split, said in the log). VI-ReID datasets are evaluated by their
+        protocol (``VIReIDEvaluator``) on their test images."""
+        if is_vi_dataset(dataset_name):
+            data = build_vi_dataset(cfg, dataset_name)
+            if comm.is_main_process():
+                data.show_test()
+            evaluator = VIReIDEvaluator(
+                data.test,
+                trials=cfg.TEST.VI_TRIALS,
+                chunk_size=cfg.TEST.RANK_CHUNK,
+                dataset_name=dataset_name,
+            )
+            return build_vi_test_loader(cfg, data.test), evaluator
         if not is_text_dataset(dataset_name):
             return super().build_evaluator(cfg, dataset_name, output_dir)
         data = build_text_dataset(cfg, dataset_name)

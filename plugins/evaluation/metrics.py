@@ -410,52 +410,6 @@ def _percent(hits, sum_ap, sum_inp, denom) -> dict[str, float]:
     return result
 
 
-def rank_metrics(
-    q_feats,
-    g_feats,
-    q_pids,
-    g_pids,
-    topk: Sequence[int] = (1, 5, 10),
-    chunk_size: int = 1024,
-    device=None,
-    gallery_chunk: int = 8192,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Exact CMC (R@k), mAP and mINP of ranking ``g_feats`` by ``q_feats @ g_feats.T``, in percent.
-
-    Args:
-        q_feats: (Q, D) query features (tensor or array), used as given (not normalised here).
-        g_feats: (G, D) gallery features. On ``device`` as float32 it is used in place (no copy).
-        q_pids: (Q,) query identities (ints; tensor, array or list).
-        g_pids: (G,) gallery identities; a gallery item is a positive of a query iff pids are equal.
-        topk: ranks k reported as ``R{k}`` (percent of queries whose first positive has rank <= k).
-        chunk_size: queries per similarity block.
-        device: torch device for the computation; CPU when ``None``.
-        gallery_chunk: gallery items per similarity block. A block holds
-            ``chunk_size * gallery_chunk`` float32 scores (32 MB with the defaults); its
-            candidates take up to ~70 bytes per block entry more in the worst case (every entry
-            scoring above the row's lowest positive), typically far less.
-        progress: log progress (``logging`` INFO) after each query chunk.
-
-    Returns:
-        dict of python floats ``{"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}``. The gallery
-        is ranked by descending similarity with ties going to the lower gallery index; AP averages
-        ``i / rank_i`` over all positives, INP is ``#positives / rank of the last positive``. Every
-        query counts; a query without any positive scores 0 in every metric. Features must be
-        finite.
-    """
-    device = torch.device("cpu") if device is None else torch.device(device)
-    q = _to_features(q_feats, device)
-    g = _to_features(g_feats, device)
-    q_ids = _to_numpy_ids(q_pids)
-    g_ids = _to_numpy_ids(g_pids)
-    topk = _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids)
-    hits, sum_ap, sum_inp, _ = _ranked_sums(
-        q, g, q_ids, g_ids, topk, chunk_size, gallery_chunk, progress, "rank_metrics"
-    )
-    return _percent(hits, sum_ap, sum_inp, q.shape[0])
-
-
 _CAMERA_RULES = ("none", "sysu", "same_cam_id")
 
 
@@ -479,6 +433,84 @@ def _drop_codes(camera_rule: str, q_ids, g_ids, q_cams, g_cams):
     return q_drop, g_drop
 
 
+def _streamed_metrics(
+    q_feats,
+    g_feats,
+    q_pids,
+    g_pids,
+    topk,
+    vi=None,
+    *,
+    chunk_size: int = 1024,
+    device=None,
+    gallery_chunk: int = 8192,
+    progress: bool = False,
+) -> dict[str, float]:
+    """The body of :func:`rank_metrics` (``vi`` None: every query counts) and of
+    :func:`vi_rank_metrics` (``vi`` = ``(q_cams, g_cams, camera_rule, unique_ids)``: the camera
+    rule filters the gallery and queries left without a positive are skipped). The keyword
+    options are documented once, in :func:`rank_metrics`."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    q = _to_features(q_feats, device)
+    g = _to_features(g_feats, device)
+    q_ids = _to_numpy_ids(q_pids)
+    g_ids = _to_numpy_ids(g_pids)
+    topk = _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids)
+    name, q_drop, g_drop, unique_ids = "rank_metrics", None, None, False
+    if vi is not None:
+        q_cams, g_cams, camera_rule, unique_ids = vi
+        name, q_cam, g_cam = "vi_rank_metrics", _to_numpy_ids(q_cams), _to_numpy_ids(g_cams)
+        if len(q_cam) != len(q_ids) or len(g_cam) != len(g_ids):
+            raise ValueError("number of cameras must match number of features")
+        q_drop, g_drop = _drop_codes(camera_rule, q_ids, g_ids, q_cam, g_cam)
+    hits, sum_ap, sum_inp, num_active = _ranked_sums(
+        q,
+        g,
+        q_ids,
+        g_ids,
+        topk,
+        chunk_size,
+        gallery_chunk,
+        progress,
+        name,
+        q_drop=q_drop,
+        g_drop=g_drop,
+        unique_ids=unique_ids,
+    )
+    return _percent(hits, sum_ap, sum_inp, q.shape[0] if vi is None else num_active)
+
+
+def rank_metrics(
+    q_feats, g_feats, q_pids, g_pids, topk: Sequence[int] = (1, 5, 10), **options
+) -> dict[str, float]:
+    """Exact CMC (R@k), mAP and mINP of ranking ``g_feats`` by ``q_feats @ g_feats.T``, in percent.
+
+    Args:
+        q_feats: (Q, D) query features (tensor or array), used as given (not normalised here).
+        g_feats: (G, D) gallery features. On ``device`` as float32 it is used in place (no copy).
+        q_pids: (Q,) query identities (ints; tensor, array or list).
+        g_pids: (G,) gallery identities; a gallery item is a positive of a query iff pids are equal.
+        topk: ranks k reported as ``R{k}`` (percent of queries whose first positive has rank <= k).
+        **options: the streaming's keyword options (shared with :func:`vi_rank_metrics`):
+
+            - ``chunk_size`` (int, 1024): queries per similarity block.
+            - ``device``: torch device for the computation; CPU when ``None`` (the default).
+            - ``gallery_chunk`` (int, 8192): gallery items per similarity block. A block holds
+              ``chunk_size * gallery_chunk`` float32 scores (32 MB with the defaults); its
+              candidates take up to ~70 bytes per block entry more in the worst case (every
+              entry scoring above the row's lowest positive), typically far less.
+            - ``progress`` (bool, False): log progress (``logging`` INFO) after each query chunk.
+
+    Returns:
+        dict of python floats ``{"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}``. The gallery
+        is ranked by descending similarity with ties going to the lower gallery index; AP averages
+        ``i / rank_i`` over all positives, INP is ``#positives / rank of the last positive``. Every
+        query counts; a query without any positive scores 0 in every metric. Features must be
+        finite.
+    """
+    return _streamed_metrics(q_feats, g_feats, q_pids, g_pids, topk, **options)
+
+
 def vi_rank_metrics(
     q_feats,
     g_feats,
@@ -489,10 +521,7 @@ def vi_rank_metrics(
     camera_rule: str = "none",
     unique_ids: bool = True,
     topk: Sequence[int] = (1, 10, 20),
-    chunk_size: int = 1024,
-    device=None,
-    gallery_chunk: int = 8192,
-    progress: bool = False,
+    **options,
 ) -> dict[str, float]:
     """Exact VI-ReID CMC (R@k), mAP and mINP with the protocols' camera rules, in percent.
 
@@ -513,9 +542,9 @@ def vi_rank_metrics(
             first k distinct identities. ``False``: plain CMC, on the rank of the first positive
             (RegDB).
         topk: ranks k reported as ``R{k}``.
-        chunk_size, device, gallery_chunk, progress: as in :func:`rank_metrics`. With
-            ``unique_ids`` a query chunk also holds a (chunk x identities) bool table, and is
-            split so that it stays under 4M entries.
+        **options: ``chunk_size``, ``device``, ``gallery_chunk``, ``progress``, as in
+            :func:`rank_metrics`. With ``unique_ids`` a query chunk also holds a (chunk x
+            identities) bool table, and is split so that it stays under 4M entries.
 
     Returns:
         dict of python floats ``{"R1", "R10", "R20", "mAP", "mINP"}`` (one ``R{k}`` per k). AP
@@ -525,29 +554,5 @@ def vi_rank_metrics(
     """
     if camera_rule not in _CAMERA_RULES:
         raise ValueError(f"camera_rule must be one of {_CAMERA_RULES}, got {camera_rule!r}")
-    device = torch.device("cpu") if device is None else torch.device(device)
-    q = _to_features(q_feats, device)
-    g = _to_features(g_feats, device)
-    q_ids = _to_numpy_ids(q_pids)
-    g_ids = _to_numpy_ids(g_pids)
-    topk = _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids)
-    q_cam = _to_numpy_ids(q_cams)
-    g_cam = _to_numpy_ids(g_cams)
-    if len(q_cam) != len(q_ids) or len(g_cam) != len(g_ids):
-        raise ValueError("number of cameras must match number of features")
-    q_drop, g_drop = _drop_codes(camera_rule, q_ids, g_ids, q_cam, g_cam)
-    hits, sum_ap, sum_inp, num_active = _ranked_sums(
-        q,
-        g,
-        q_ids,
-        g_ids,
-        topk,
-        chunk_size,
-        gallery_chunk,
-        progress,
-        "vi_rank_metrics",
-        q_drop=q_drop,
-        g_drop=g_drop,
-        unique_ids=bool(unique_ids),
-    )
-    return _percent(hits, sum_ap, sum_inp, num_active)
+    vi = (q_cams, g_cams, camera_rule, bool(unique_ids))
+    return _streamed_metrics(q_feats, g_feats, q_pids, g_pids, topk, vi, **options)

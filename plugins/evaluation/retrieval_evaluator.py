@@ -5,11 +5,10 @@ import time
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from fastreid.evaluation import DatasetEvaluator
-from fastreid.utils import comm
 from tabulate import tabulate
 
+from .gather import gather_ordered_features
 from .metrics import rank_metrics
 
 logger = logging.getLogger(__name__)
@@ -55,20 +54,10 @@ class RetrievalEvaluator(DatasetEvaluator):
         self._feats.append(outputs.detach().float().cpu())
 
     def evaluate(self):
-        if comm.get_world_size() > 1:
-            comm.synchronize()
-            indices = sum(comm.gather(self._indices), [])
-            feats = sum(comm.gather(self._feats), [])
-            if not comm.is_main_process():
-                return {}
-        else:
-            indices, feats = self._indices, self._feats
-        indices = torch.cat(indices)
-        feats = F.normalize(torch.cat(feats), dim=1)
         total = self.num_queries + len(self.split.images)
-        if indices.numel() != total or not torch.equal(indices.sort().values, torch.arange(total)):
-            raise RuntimeError(f"Evaluator received {indices.numel()} items, expected {total}.")
-        feats = feats[indices.argsort()]
+        feats = gather_ordered_features(self._indices, self._feats, total)
+        if feats is None:  # not the main process
+            return {}
         q_feats, g_feats = feats[: self.num_queries], feats[self.num_queries :]
         q_pids = torch.tensor([c.pid for c in self.split.captions])
         g_pids = torch.tensor([g.pid for g in self.split.images])

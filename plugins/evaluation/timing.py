@@ -51,6 +51,11 @@ class InferenceTimer(nn.Module):
     def summary(self, batch_size, device):
         """One log line with the per-item times and what they were measured on."""
         ms = self.per_item_ms()
+        if not self.items["query"]:  # image re-identification: every item is an image
+            return (
+                f"inference time: {ms['gallery']:.3f} ms per image ({self.items['gallery']}); "
+                f"model only, batches of {batch_size} on {device}"
+            )
         return (
             f"inference time: {ms['query']:.3f} ms per query caption ({self.items['query']}), "
             f"{ms['gallery']:.3f} ms per gallery item ({self.items['gallery']}); encoders only, "

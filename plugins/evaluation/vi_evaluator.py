@@ -6,11 +6,10 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fastreid.evaluation import DatasetEvaluator
-from fastreid.utils import comm
 from tabulate import tabulate
 
+from .gather import gather_ordered_features
 from .metrics import vi_rank_metrics
 from .vi_protocols import protocol_modes, protocol_trials
 
@@ -58,35 +57,10 @@ class VIReIDEvaluator(DatasetEvaluator):
         self._indices.append(torch.as_tensor(inputs["index"]).reshape(-1).cpu())
         self._feats.append(outputs.detach().float().cpu())
 
-    def _ordered_features(self, indices, feats):
-        """(N, D) normalised features in test-set order; every image must have come once."""
-        total = len(self.test_set.images)
-        indices = torch.cat(indices).long() if indices else torch.zeros(0, dtype=torch.long)
-        if indices.numel() and (indices.min() < 0 or indices.max() >= total):
-            bad = indices[(indices < 0) | (indices >= total)][:5].tolist()
-            raise RuntimeError(f"Evaluator received indices outside 0..{total - 1}: {bad}")
-        counts = torch.bincount(indices, minlength=total)
-        if indices.numel() != total or not bool((counts == 1).all()):
-            missing = torch.nonzero(counts == 0)[:, 0]
-            repeated = torch.nonzero(counts > 1)[:, 0]
-            raise RuntimeError(
-                f"Evaluator received {indices.numel()} items, expected {total} (each test image "
-                f"once): {missing.numel()} missing (first {missing[:5].tolist()}), "
-                f"{repeated.numel()} repeated (first {repeated[:5].tolist()})."
-            )
-        feats = F.normalize(torch.cat(feats), dim=1)
-        return feats[indices.argsort()]
-
     def evaluate(self):
-        if comm.get_world_size() > 1:
-            comm.synchronize()
-            indices = sum(comm.gather(self._indices), [])
-            feats = sum(comm.gather(self._feats), [])
-            if not comm.is_main_process():
-                return {}
-        else:
-            indices, feats = self._indices, self._feats
-        feats = self._ordered_features(indices, feats)
+        feats = gather_ordered_features(self._indices, self._feats, len(self.test_set.images))
+        if feats is None:  # not the main process
+            return {}
 
         rows = OrderedDict()
         start = time.perf_counter()

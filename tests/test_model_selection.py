@@ -59,5 +59,6 @@ def test_a_dataset_without_val_selects_on_test_and_says_so(data, tmp_path):
         "TEST.SELECT_ON", "val", "OUTPUT_DIR", str(tmp_path / "icfg"),
     )  # fmt: skip
     assert "ICFGPEDES has no val split: selecting on its test split" in log
-    assert "Evaluation results for ICFGPEDES (val): " in log
+    assert "Evaluation results for ICFGPEDES (test, no val split): " in log
+    assert "(val)" not in log
     assert "Evaluation results for ICFGPEDES (test, model selected on val after epoch" in log

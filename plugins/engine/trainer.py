@@ -141,10 +141,10 @@ class PluginTrainer(DefaultTrainer):
         data = build_text_dataset(cfg, dataset_name)
         if comm.is_main_process() and split == "test":
             data.show_test()
-        evaluated = data.test
+        evaluated, used = data.test, "test"
         if split == "val":
             if data.val is not None:
-                evaluated = data.val
+                evaluated, used = data.val, "val"
             elif comm.is_main_process():
                 logger.warning(f"{dataset_name} has no val split: selecting on its test split")
         loader, _ = build_text_test_loader(cfg, evaluated)
@@ -152,9 +152,10 @@ class PluginTrainer(DefaultTrainer):
             evaluated,
             i2t=cfg.TEST.I2T,
             chunk_size=cfg.TEST.RANK_CHUNK,
-            dataset_name=dataset_name if split == "test" else f"{dataset_name} ({split})",
+            dataset_name=dataset_name if split == "test" else f"{dataset_name} ({used})",
             subset_gallery=cfg.TEST.SUBSET_GALLERY,
         )
+        evaluator.evaluated_split = used  # the split actually evaluated, for the results line
         return loader, evaluator
 
     @classmethod
@@ -183,8 +184,11 @@ class PluginTrainer(DefaultTrainer):
                     f"{dataset_name} {timed.summary(cfg.TEST.IMS_PER_BATCH, cfg.MODEL.DEVICE)}"
                 )
                 summary = {k: v for k, v in result.items() if "/" not in k}
+                shown = label
+                if getattr(evaluator, "evaluated_split", split) != split:
+                    shown = f"test, no {split} split"
                 logger.info(
-                    f"Evaluation results for {dataset_name}{f' ({label})' if label else ''}: "
+                    f"Evaluation results for {dataset_name}{f' ({shown})' if shown else ''}: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
                 )
         if comm.is_main_process() and cfg.OUTPUT_DIR:

@@ -181,13 +181,14 @@ def build_text_train_loader(cfg):
     return train_loader(cfg, train_set, build_sampler(cfg, [item.pid for item in items]))
 
 
-def train_loader(cfg, train_set, sampler):
-    """fast-reid's training loader (GPU prefetch, worker seeding) over the plugin's sampler."""
+def train_loader(cfg, train_set, sampler, num_workers=None):
+    """fast-reid's training loader (GPU prefetch, worker seeding) over the plugin's sampler;
+    ``num_workers`` defaults to ``DATALOADER.NUM_WORKERS``."""
     return build_reid_train_loader(
         train_set=train_set,
         sampler=sampler,
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
     )
 
 
@@ -246,12 +247,18 @@ def build_text_test_loader(cfg, split):
         cfg.INPUT.TEXT.CONTEXT_LENGTH,
         load_thermal=loads_thermal(cfg),
     )
+    return test_loader(cfg, test_set, test_set.num_queries), test_set.num_queries
+
+
+def test_loader(cfg, dataset, num_queries=0):
+    """Evaluation loader over ``dataset``: its first ``num_queries`` items, then the rest, in
+    batches of ``TEST.IMS_PER_BATCH`` that never mix the two, one share per process."""
     batch_size = max(1, cfg.TEST.IMS_PER_BATCH // comm.get_world_size())
-    loader = torch.utils.data.DataLoader(
-        test_set,
-        batch_sampler=HomogeneousBatchSampler(test_set.num_queries, len(split.images), batch_size),
+    sampler = HomogeneousBatchSampler(num_queries, len(dataset) - num_queries, batch_size)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
         num_workers=cfg.DATALOADER.TEST_NUM_WORKERS,
         collate_fn=fast_batch_collator,
         pin_memory=torch.cuda.is_available(),
     )
-    return loader, test_set.num_queries

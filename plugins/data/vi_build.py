@@ -12,12 +12,11 @@ import logging
 import random
 
 import torch
-from fastreid.data.build import fast_batch_collator
 from fastreid.data.transforms import build_transforms
 from fastreid.utils import comm
 from torch.utils.data import Dataset
 
-from .build import LabelledTrainSet, train_loader
+from .build import LabelledTrainSet, test_loader, train_loader
 from .datasets.vi_reid import build_vi_dataset
 from .samplers import build_sampler
 from .transforms import read_image
@@ -101,16 +100,4 @@ class VITestImages(Dataset):
 
 def build_vi_test_loader(cfg, test_set):
     """Loader over a ``VITestSet``: contiguous batches, one share per process."""
-    dataset = VITestImages(test_set, build_transforms(cfg, is_train=False))
-    batch_size = max(1, cfg.TEST.IMS_PER_BATCH // comm.get_world_size())
-    batches = [
-        list(range(start, min(start + batch_size, len(dataset))))
-        for start in range(0, len(dataset), batch_size)
-    ]
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=batches[comm.get_rank() :: comm.get_world_size()],
-        num_workers=cfg.DATALOADER.TEST_NUM_WORKERS,
-        collate_fn=fast_batch_collator,
-        pin_memory=torch.cuda.is_available(),
-    )
+    return test_loader(cfg, VITestImages(test_set, build_transforms(cfg, is_train=False)))

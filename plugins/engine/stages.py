@@ -28,11 +28,11 @@ import shutil
 from dataclasses import dataclass, field
 
 import torch
-from fastreid.data import build_reid_train_loader
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid.utils import comm
 from torch.utils.data import Dataset
 
+from ..data.build import train_loader
 from ..data.samplers import build_sampler
 from .checkpoint import Checkpointer, CheckpointError, atomic_write
 from .optimizer import apply_lr_factors, build_plugin_optimizer
@@ -255,13 +255,7 @@ class FeatureTrainSet(Dataset):
 def build_feature_train_loader(cfg, train_set):
     """Loader over a :class:`FeatureTrainSet` with the sampler ``DATALOADER.SAMPLER_TRAIN``
     names (PK or random batches, resumable); in-process (the tables are in memory)."""
-    sampler = build_sampler(cfg, train_set.pids)
-    return build_reid_train_loader(
-        train_set=train_set,
-        sampler=sampler,
-        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        num_workers=0,
-    )
+    return train_loader(cfg, train_set, build_sampler(cfg, train_set.pids), num_workers=0)
 
 
 def tensor_fingerprint(tensors):

@@ -2,6 +2,7 @@
 
 import torch
 import torch.nn.functional as F
+from fastreid.evaluation import DatasetEvaluator
 from fastreid.utils import comm
 
 
@@ -42,3 +43,21 @@ def gather_ordered_features(indices, feats, total):
         )
     feats = F.normalize(torch.cat(feats), dim=1)
     return feats[indices.argsort()]
+
+
+class IndexedFeatureEvaluator(DatasetEvaluator):
+    """Base of the plugin's evaluators: collects each batch's features with the dataset
+    positions in ``inputs["index"]``; ``ordered_features`` gathers and checks them."""
+
+    def reset(self):
+        self._indices = []
+        self._feats = []
+
+    def process(self, inputs, outputs):
+        """inputs["index"] (Tensor): (B,) dataset positions; outputs (Tensor): (B, D)."""
+        self._indices.append(torch.as_tensor(inputs["index"]).reshape(-1).cpu())
+        self._feats.append(outputs.detach().float().cpu())
+
+    def ordered_features(self, total):
+        """See :func:`gather_ordered_features`."""
+        return gather_ordered_features(self._indices, self._feats, total)

@@ -5,16 +5,15 @@ import time
 from collections import OrderedDict
 
 import torch
-from fastreid.evaluation import DatasetEvaluator
 from tabulate import tabulate
 
-from .gather import gather_ordered_features
+from .gather import IndexedFeatureEvaluator
 from .metrics import rank_metrics
 
 logger = logging.getLogger(__name__)
 
 
-class RetrievalEvaluator(DatasetEvaluator):
+class RetrievalEvaluator(IndexedFeatureEvaluator):
     """Collects caption and gallery features and ranks the gallery for every caption.
 
     Reports text-to-image R1, R5, R10, mAP, mINP and RSum (= R1 + R5 + R10, text-to-image only),
@@ -45,17 +44,8 @@ class RetrievalEvaluator(DatasetEvaluator):
         self.num_queries = len(split.captions)
         self.reset()
 
-    def reset(self):
-        self._indices = []
-        self._feats = []
-
-    def process(self, inputs, outputs):
-        self._indices.append(inputs["index"].cpu())
-        self._feats.append(outputs.detach().float().cpu())
-
     def evaluate(self):
-        total = self.num_queries + len(self.split.images)
-        feats = gather_ordered_features(self._indices, self._feats, total)
+        feats = self.ordered_features(self.num_queries + len(self.split.images))
         if feats is None:  # not the main process
             return {}
         q_feats, g_feats = feats[: self.num_queries], feats[self.num_queries :]

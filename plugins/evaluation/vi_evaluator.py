@@ -5,11 +5,9 @@ import time
 from collections import OrderedDict
 
 import numpy as np
-import torch
-from fastreid.evaluation import DatasetEvaluator
 from tabulate import tabulate
 
-from .gather import gather_ordered_features
+from .gather import IndexedFeatureEvaluator
 from .metrics import vi_rank_metrics
 from .vi_protocols import protocol_modes, protocol_trials
 
@@ -18,7 +16,7 @@ logger = logging.getLogger(__name__)
 METRICS = ("R1", "R10", "R20", "mAP", "mINP")
 
 
-class VIReIDEvaluator(DatasetEvaluator):
+class VIReIDEvaluator(IndexedFeatureEvaluator):
     """Collects the features of every test image once and runs every mode and trial of the
     dataset's protocol (:mod:`plugins.evaluation.vi_protocols`) on them.
 
@@ -48,17 +46,8 @@ class VIReIDEvaluator(DatasetEvaluator):
         self.cams = np.asarray([image.camid for image in test_set.images], dtype=np.int64)
         self.reset()
 
-    def reset(self):
-        self._indices = []
-        self._feats = []
-
-    def process(self, inputs, outputs):
-        """inputs["index"] (Tensor): (B,) positions in ``test_set.images``; outputs (Tensor): (B, D)."""
-        self._indices.append(torch.as_tensor(inputs["index"]).reshape(-1).cpu())
-        self._feats.append(outputs.detach().float().cpu())
-
     def evaluate(self):
-        feats = gather_ordered_features(self._indices, self._feats, len(self.test_set.images))
+        feats = self.ordered_features(len(self.test_set.images))
         if feats is None:  # not the main process
             return {}
 

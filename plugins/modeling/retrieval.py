@@ -20,6 +20,16 @@ def put_scalars(**scalars):
     storage.put_scalars(**{k: float(v) for k, v in scalars.items()})
 
 
+@torch.no_grad()
+def batch_t2i_accuracy(image_feats, text_feats, pids):
+    """Share of captions whose most similar image in the batch shows their identity.
+
+    image_feats (Tensor): (B, D), text_feats (Tensor): (B, D), pids (Tensor): (B,) -> Tensor: ()
+    """
+    sim = F.normalize(text_feats, dim=1) @ F.normalize(image_feats, dim=1).t()
+    return (pids[sim.argmax(1)] == pids).float().mean()
+
+
 class RetrievalModel(nn.Module):
     """Base for text-to-image and text-to-RGBT models on one CLIP image and text encoder.
 
@@ -165,7 +175,5 @@ class CLIPRetrieval(RetrievalModel):
         out = {"loss_sdm": self.sdm(image_feats, text_feats, pids) * self.sdm_weight}
         if self.id_weight > 0:
             out["loss_id"] = self.identity_losses(image_feats, text_feats, pids)
-        with torch.no_grad():
-            sim = F.normalize(text_feats, dim=1) @ F.normalize(image_feats, dim=1).t()
-            put_scalars(batch_t2i_acc=(pids[sim.argmax(1)] == pids).float().mean())
+        put_scalars(batch_t2i_acc=batch_t2i_accuracy(image_feats, text_feats, pids))
         return out

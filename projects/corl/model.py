@@ -15,7 +15,7 @@ from plugins.data.captions import tokenize
 from plugins.data.transforms import PairTransform
 from plugins.engine.stages import FeatureTrainSet, Stage, load_or_build_cache, tensor_fingerprint
 from plugins.modeling.losses import sdm_loss
-from plugins.modeling.retrieval import RetrievalModel, put_scalars
+from plugins.modeling.retrieval import RetrievalModel, batch_t2i_accuracy, put_scalars
 
 from .losses import (
     IBM_BOUNDS,
@@ -274,7 +274,5 @@ class CoRL(RetrievalModel):
             )
             if self.use_cmc:
                 out["loss_crcl"] = self.crcl_weight * crcl_loss(v, t_hat, pids, self.crcl_tau)
-        with torch.no_grad():
-            sim = F.normalize(t, dim=1) @ F.normalize(v, dim=1).t()
-            put_scalars(batch_t2i_acc=(pids[sim.argmax(1)] == pids).float().mean())
+        put_scalars(batch_t2i_acc=batch_t2i_accuracy(v, t, pids))
         return out

@@ -13,7 +13,7 @@ from plugins.modeling.cross_modal import (
 )
 from plugins.modeling.fusion import TokenFusion
 from plugins.modeling.losses import sdm_loss
-from plugins.modeling.retrieval import RetrievalModel, put_scalars
+from plugins.modeling.retrieval import RetrievalModel, batch_t2i_accuracy, put_scalars
 
 from .atf import AdaptiveTokenFusion
 from .losses import mab_loss, semantic_consistency_loss
@@ -165,10 +165,7 @@ class MGANet(RetrievalModel):
         }
         if self.id_weight > 0:
             out["loss_id"] = self.identity_losses(fused_global, l2_global, pids)
-        scalars = {}
-        with torch.no_grad():
-            sim = F.normalize(l2_global, dim=1) @ F.normalize(fused_global, dim=1).t()
-            scalars["batch_t2i_acc"] = (pids[sim.argmax(1)] == pids).float().mean()
+        scalars = {"batch_t2i_acc": batch_t2i_accuracy(fused_global, l2_global, pids)}
 
         l1 = l3 = None
         if self.mab_weight > 0 or self.vrt_weight > 0:

@@ -70,3 +70,15 @@ def test_fastreid_baseline_trains_and_eval_only_reproduces(name, tmp_path):
     assert final_results(evaluated, name) == final_results(log, name)
     again = json.loads((tmp_path / "eval" / "results.json").read_text())[name]
     assert again == pytest.approx(trained)
+
+
+def test_selection_on_val_says_a_vi_dataset_is_tested_instead(tmp_path):
+    data = tmp_path / "data"
+    write_regdb(str(data), 8, seed=0, overwrite=True, images_per_id=4)
+    config = tmp_path / "baseline.yml"
+    config.write_text(CONFIG.replace("{name}", "RegDB"))
+    log = train_net(
+        str(config), str(data), "TEST.SELECT_ON", "val", "OUTPUT_DIR", str(tmp_path / "out")
+    )
+    assert "Evaluation results for RegDB (test, no val split): " in log
+    assert "Evaluation results for RegDB (val)" not in log

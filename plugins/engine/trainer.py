@@ -185,7 +185,8 @@ class PluginTrainer(DefaultTrainer):
                 )
                 summary = {k: v for k, v in result.items() if "/" not in k}
                 shown = label
-                if getattr(evaluator, "evaluated_split", split) != split:
+                # Only caption datasets have val splits: every other evaluator ran on test.
+                if getattr(evaluator, "evaluated_split", "test") != split:
                     shown = f"test, no {split} split"
                 logger.info(
                     f"Evaluation results for {dataset_name}{f' ({shown})' if shown else ''}: "

@@ -34,6 +34,14 @@ def add_plugins_config(cfg):
     _C.MODEL.CLIP.ALLOW_PICKLE = False
     # Patch stride; < patch size gives overlapping patches. 0: the patch size.
     _C.MODEL.CLIP.STRIDE = 0
+    # ResNet CLIP: stride of layer4's first block. 2 is CLIP's (total stride 32, sides divisible
+    # by 32); 1 (as CLIP-ReID) halves the total stride to 16, so 288x144 person crops give an
+    # 18x9 attention-pool grid (the checkpoint's 7x7 position embedding is resized on load).
+    _C.MODEL.CLIP.RESNET_LAST_STRIDE = 2
+    # Two-stream ResNet CLIP (plugins.modeling.two_stream): the last stage that is
+    # modality-specific ("stem", "layer1", "layer2", "layer3"); the later stages and the
+    # attention pool are shared by visible and infrared images. "stem": AGW's split.
+    _C.MODEL.CLIP.MODALITY_SPECIFIC = "stem"
     _C.MODEL.CLIP.VOCAB_SIZE = 49409  # 49408 BPE tokens + <|mask|>
     _C.MODEL.CLIP.CONTEXT_LENGTH = 77
 
@@ -71,6 +79,13 @@ def add_plugins_config(cfg):
     _C.DATASETS.CAPTION_FILE = ""
     # RegDB ships ten random train/test identity splits (idx/*_{1..10}.txt); which one to use.
     _C.DATASETS.REGDB_TRIAL = 1
+    # VI-ReID image captions (RSBA: written offline by a vision-language model), a JSON object
+    # mapping image paths relative to the dataset folder to captions; the file is relative to
+    # the dataset folder or absolute. "": no captions (training items carry no "text").
+    _C.DATASETS.VI_CAPTIONS = ""
+    # Template caption for training images the caption file lacks ("{modality}" becomes
+    # "visible" / "infrared"); "": a training image without a caption is an error.
+    _C.DATASETS.VI_CAPTION_FALLBACK = ""
 
     _C.DATALOADER.TEST_NUM_WORKERS = 2
     # Iterations between metric printouts (fast-reid hard-codes 200).

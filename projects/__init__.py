@@ -3,7 +3,7 @@
 import importlib
 
 # Every project adds its keys to every config, so one entry point serves all of them.
-PROJECTS = ("mganet", "fmfa", "corl")
+PROJECTS = ("mganet", "fmfa", "corl", "clip4vireid", "rsba")
 
 
 def add_project_configs(cfg):

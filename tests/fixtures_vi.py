@@ -113,3 +113,29 @@ def write_llcm(root, train=None, test=None, test_ids="2,3"):
             _image(os.path.join(base, rel), mod == "nir")
     _write(os.path.join(base, "idx", "test_id.txt"), test_ids + "\n")
     return base
+
+
+# tools/train_net.py overrides for a short run of a CLIP VI-ReID method (CLIP4VI-ReID, RSBA) on
+# the tiny CLIP ResNet: batches of 2 identities x (2 visible + 2 infrared), every iteration
+# logged and checkpointed, two gallery draws.
+CLIP_VI_SHORT_RUN = [
+    "MODEL.CLIP.NAME", "tiny-rn",
+    "MODEL.CLIP.STRIDE", "0",
+    "SOLVER.IMS_PER_BATCH", "8",
+    "DATALOADER.NUM_INSTANCE", "2",
+    "SOLVER.CHECKPOINT_PERIOD", "1",
+    "SOLVER.LOG_PERIOD", "1",
+    "TEST.EVAL_PERIOD", "2",
+    "TEST.VI_TRIALS", "2",
+    "INPUT.PADDING.SIZE", "2",
+    "SOLVER.AMP.ENABLED", "False",
+]  # fmt: skip
+
+
+def write_synthetic_vi(name, root, num_ids=8):
+    """A synthetic SYSU-MM01- or RegDB-format set (with its caption file) below ``root``."""
+    from plugins.synthetic import write_regdb, write_sysumm01
+
+    if name == "SYSUMM01":
+        return write_sysumm01(str(root), num_ids, seed=0, overwrite=True)
+    return write_regdb(str(root), num_ids, seed=0, overwrite=True, images_per_id=4)

@@ -42,6 +42,21 @@ def tiny_clip_weights(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def tiny_rn_weights(tmp_path_factory):
+    """A tiny-rn CLIP state dict (64x32, last stride 1) for the CLIP ResNet VI-ReID configs."""
+    path = tmp_path_factory.mktemp("clip") / "tiny-rn.pt"
+    model = build_clip_model("tiny-rn", image_size=(64, 32), resnet_last_stride=1)
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+def _is_clip_resnet(cfg):
+    """A CLIP ResNet config (the two-stream VI-ReID methods): tested on tiny-rn, not tiny-vit."""
+    name = cfg.MODEL.CLIP.NAME
+    return name.startswith("RN") or name == "tiny-rn"
+
+
 def test_there_are_configs():
     assert len(CONFIGS) >= 6
 
@@ -79,9 +94,12 @@ def _is_resnet(cfg):
 
 
 @pytest.mark.parametrize("path", CONFIGS)
-def test_config_builds_a_model(path, tiny_clip_weights, imagenet_weights):
+def test_config_builds_a_model(path, tiny_clip_weights, tiny_rn_weights, imagenet_weights):
     opts = list(TINY)
     cfg = build_config(os.path.join(ROOT, path))
+    if _is_clip_resnet(cfg):
+        opts += ["MODEL.CLIP.NAME", "tiny-rn", "MODEL.CLIP.STRIDE", "0"]
+        tiny_clip_weights = tiny_rn_weights
     if cfg.MODEL.META_ARCHITECTURE == "Baseline" and not _is_resnet(cfg):
         opts += ["MODEL.BACKBONE.FEAT_DIM", "64"]
     if cfg.MODEL.BACKBONE.PRETRAIN and _is_resnet(cfg):

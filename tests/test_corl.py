@@ -24,8 +24,9 @@ from plugins.data.build import build_text_train_loader  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
 from plugins.engine.stages import freeze_for_stage, model_stages  # noqa: E402
 from plugins.evaluation import rank_metrics  # noqa: E402
+from plugins.modeling.prompts import prompt_token_ids  # noqa: E402
 from projects.corl import losses as corl  # noqa: E402
-from projects.corl.ves import Adapter, prompt_token_ids  # noqa: E402
+from projects.corl.ves import Adapter  # noqa: E402
 from tests.fixtures_model import ROOT, TINY_CLIP, build_model_from, caption_batch  # noqa: E402
 from tests.fixtures_text import record, write_cuhkpedes  # noqa: E402
 

@@ -133,7 +133,7 @@ def test_irra_optimizer_roles():
 def test_full_size_parameter_counts_match_the_papers(config, arch, paper, capsys):
     from tools.count_params import main
 
-    total, _ = main(["--config-file", str(ROOT / config), "--num-classes", "11003"])
+    total, _, _ = main(["--config-file", str(ROOT / config), "--num-classes", "11003"])
     printed = capsys.readouterr().out
     assert arch in printed
     assert round(total / 1e6, 2) == paper

@@ -359,12 +359,13 @@ def test_ablation_configs_change_only_flags():
 def test_count_params_tool(capsys):
     from tools import count_params
 
-    total, trainable = count_params.main(
+    total, trainable, inference = count_params.main(
         ["--config-file", str(ROOT / "configs/Demo/mganet.yml"), "--num-classes", "7"] + TINY
     )
     assert (
         total == trainable == sum(p.numel() for p in build("configs/Demo/mganet.yml").parameters())
     )
+    assert 0 < inference <= total
     assert "heads" in capsys.readouterr().out
     with_id = count_params.main(
         [

@@ -1,5 +1,6 @@
 """End to end through ``tools/train_net.py``: train, checkpoint, ``--eval-only``, reproducibility."""
 
+import json
 import os
 import re
 import subprocess
@@ -48,6 +49,22 @@ def final_results(output, dataset):
     lines = re.findall(rf"Evaluation results for {dataset}: (.*)", output)
     assert lines, output[-3000:]
     return {k: float(v) for k, v in re.findall(r"([\w/-]+) ([-\d.]+)", lines[-1])}
+
+
+def eval_only_reproduces(config, data_root, opts, weights, out_dir, dataset, train_log):
+    """``--eval-only`` of ``weights`` prints the training run's last results line for ``dataset``
+    and writes the same ``results.json``; returns its output."""
+    evaluated = train_net(
+        config, data_root, *opts, "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(out_dir),
+        eval_only=True,
+    )  # fmt: skip
+    assert final_results(evaluated, dataset) == final_results(train_log, dataset)
+    trained_dir = next(opts[i + 1] for i in range(len(opts) - 1, -1, -1) if opts[i] == "OUTPUT_DIR")
+    with open(os.path.join(trained_dir, "results.json")) as f:
+        trained = json.load(f)[dataset]
+    with open(os.path.join(str(out_dir), "results.json")) as f:
+        assert json.load(f)[dataset] == pytest.approx(trained)
+    return evaluated
 
 
 @pytest.fixture(scope="module")

@@ -319,6 +319,26 @@ def test_trial_state(tmp_path):
     assert run_trials.trial_state(out) == "done"
 
 
+def test_trial_state_of_a_multi_stage_run(tmp_path):
+    out = tmp_path / "trial1"
+    for stage in ("tsg", "ife"):
+        (out / stage).mkdir(parents=True)
+        (out / stage / "stage.json").write_text("{}")
+    (out / "tsg" / "model_final.pth").write_text("")
+    os.utime(out / "tsg" / "model_final.pth", (1500, 1500))
+    (out / "ife" / "last_checkpoint").write_text("model_0009.pth")
+    assert run_trials.trial_state(str(out)) == "resume"  # inside the interrupted stage
+    (out / "ife" / "last_checkpoint").unlink()
+    assert run_trials.trial_state(str(out)) == "train"  # finished stages are reused
+    (out / "ife" / "model_final.pth").write_text("")
+    os.utime(out / "ife" / "model_final.pth", (2000, 2000))
+    (out / "results.json").write_text(json.dumps(_results(1, 1, 1, 1)))
+    os.utime(out / "results.json", (1000, 1000))
+    assert run_trials.trial_state(str(out)) == "train"  # published before the last stage ended
+    os.utime(out / "results.json", (3000, 3000))
+    assert run_trials.trial_state(str(out)) == "done"
+
+
 def test_split_trials_keeps_overrides():
     trials, rest = run_trials.split_trials(
         ["--config-file", "c.yml", "--trials", "1", "3", "SOLVER.MAX_EPOCH", "2"]

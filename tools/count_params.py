@@ -6,8 +6,9 @@
         MODEL.MGANET.FUSION add
     python tools/count_params.py --config-file configs/CUHKPEDES/irra.yml --num-classes 11003
 
-Prints the total and trainable counts and a breakdown per top-level module (a parameter shared
-by two modules is counted once, under the first). Where a paper publishes the count of the same
+Prints the total and trainable counts, a breakdown per top-level module (a parameter shared
+by two modules is counted once, under the first) and the count of the inference model (built
+without the training-only parts, as ``--eval-only`` builds it). Where a paper publishes the count of the same
 configuration (ViT-B/16, 11,003 CUHK-PEDES identities), it is printed beside ours.
 """
 
@@ -95,11 +96,19 @@ def main(argv=None):
     for name, n, t in rows:
         print(f"{name:<{width}}  {n:>14,}  {t:>14,}")
     print(f"{'total':<{width}}  {total:>14,}  {trainable:>14,}  ({total / 1e6:.2f}M)")
+    # What evaluation builds: without the training-only parts (classifiers, text towers of the
+    # VI-ReID methods, auxiliary heads), as --eval-only does.
+    infer_cfg = build_config(args.config_file, opts + ["MODEL.TRAINING_HEADS", "False"])
+    inference = sum(p.numel() for p in build_model(infer_cfg).parameters())
+    print(
+        f"{'inference':<{width}}  {inference:>14,}  {'':>14}  ({inference / 1e6:.2f}M, "
+        "without the training-only parts)"
+    )
     paper = paper_count(cfg)
     if paper is not None:
         millions, source = paper
         print(f"paper: {millions:.2f}M ({source}); ours {round(total / 1e6, 2) - millions:+.2f}M")
-    return total, trainable
+    return total, trainable, inference
 
 
 if __name__ == "__main__":

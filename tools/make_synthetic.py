@@ -13,6 +13,11 @@ Formats and what ``--images-per-id MIN MAX`` counts:
 
 The dataset goes to ``<out>/<RGBT-PEDES|CUHK-PEDES|RegDB|LLCM|SYSU-MM01>``; a non-empty one is
 only replaced with ``--overwrite``. The same arguments always give the same files.
+
+The visible-infrared formats (regdb, llcm, sysumm01) also write ``captions_synthetic.json``
+(image path relative to the dataset folder -> caption, colour-free for infrared images), the
+captions RSBA trains with (``DATASETS.VI_CAPTIONS captions_synthetic.json``);
+``--no-captions-json`` leaves it out.
 """
 
 from __future__ import annotations
@@ -109,14 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
-    for flag, flag_help in (
-        ("--overwrite", "replace a non-empty dataset folder"),
-        (
-            "--captions-json",
-            "VI formats: also write captions_synthetic.json (image path -> caption)",
-        ),
-    ):
-        parser.add_argument(flag, action="store_true", help=flag_help)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty dataset folder"
+    )
+    parser.add_argument(
+        "--no-captions-json",
+        dest="captions_json",
+        action="store_false",
+        help="VI formats: do not write captions_synthetic.json (image path -> caption), which "
+        "they write by default",
+    )
     parser.add_argument(
         "--preview", metavar="PNG", help="also save a contact sheet of 12 RGB/thermal pairs"
     )
@@ -131,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--height/--width must be at least 16/8")
     if args.images_per_id and not 1 <= args.images_per_id[0] <= args.images_per_id[1]:
         parser.error("--images-per-id needs 1 <= MIN <= MAX")
-    if args.captions_json and args.format not in _VI_FORMATS:
-        parser.error("--captions-json applies to regdb, llcm and sysumm01")
+    if not args.captions_json and args.format not in _VI_FORMATS:
+        parser.error("--no-captions-json applies to regdb, llcm and sysumm01")
 
     kwargs: dict = {"overwrite": args.overwrite}
     if args.images_per_id:
         kwargs["images_per_id"] = tuple(args.images_per_id)
-    if args.captions_json:
-        kwargs["captions_json"] = True
+    if args.format in _VI_FORMATS:
+        kwargs["captions_json"] = args.captions_json
     progress, close = _progress_callback(args.quiet)
     kwargs["progress"] = progress
 

@@ -15,6 +15,10 @@ among the ``KEY VALUE`` overrides). Running the same command again continues whe
 * an interrupted trial (``last_checkpoint``) continues with ``--resume``;
 * any other trial is trained from the start.
 
+A multi-stage model (CLIP4VI-ReID) keeps its stages in sub-folders of the trial folder: it is
+finished once the run has copied the last stage's ``results.json`` up, continues with
+``--resume`` inside an interrupted stage, and otherwise runs again (finished stages are reused).
+
 ``results.json`` alone does not mark a finished trial: every evaluation during training
 (``TEST.EVAL_PERIOD``) rewrites it. Prints each trial's R1 / mAP / mINP per mode (visible-to-
 thermal ``v2t``, thermal-to-visible ``t2v``) and their mean +- standard deviation over trials
@@ -65,8 +69,38 @@ def read_results(path, dataset=DATASET):
     raise KeyError(f"{path} holds no results for {dataset} (keys: {sorted(results)})")
 
 
+def _stage_dirs(out_dir):
+    """The stage folders of a multi-stage run (each holds the ``stage.json`` record)."""
+    if not os.path.isdir(out_dir):
+        return []
+    return [
+        os.path.join(out_dir, name)
+        for name in sorted(os.listdir(out_dir))
+        if os.path.isfile(os.path.join(out_dir, name, "stage.json"))
+    ]
+
+
+def _staged_trial_state(out_dir, stage_dirs):
+    """A multi-stage trial: "done" once the run has published ``results.json`` after every
+    stage's ``model_final.pth``; "resume" inside an interrupted stage; otherwise "train" (the
+    stage engine reuses finished stages and evaluates the final model when all are done)."""
+    results = os.path.join(out_dir, "results.json")
+    finals = [os.path.join(d, "model_final.pth") for d in stage_dirs]
+    done = [f for f in finals if os.path.isfile(f)]
+    if len(done) == len(finals) and os.path.isfile(results):
+        if all(os.path.getmtime(results) >= os.path.getmtime(f) for f in done):
+            return "done"
+    for stage_dir, final in zip(stage_dirs, finals):
+        if not os.path.isfile(final) and os.path.isfile(os.path.join(stage_dir, "last_checkpoint")):
+            return "resume"
+    return "train"
+
+
 def trial_state(out_dir):
     """What a trial folder needs: "done", "evaluate", "resume" or "train" (see the module doc)."""
+    stage_dirs = _stage_dirs(out_dir)
+    if stage_dirs:
+        return _staged_trial_state(out_dir, stage_dirs)
     results = os.path.join(out_dir, "results.json")
     final = os.path.join(out_dir, "model_final.pth")
     if os.path.isfile(final):

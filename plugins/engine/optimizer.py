@@ -72,6 +72,18 @@ def irra_param_groups(
 
 
 def build_plugin_optimizer(cfg, model):
+    """``(optimizer, params)`` as fast-reid's ``build_optimizer`` returns them, with the lr
+    factors a model declares through ``lr_factors()`` (prefix -> factor, see
+    :func:`apply_lr_factors`: RSBA's text encoder at 1e-6 beside its visual encoder at 3e-4).
+    """
+    optimizer, params = _build_optimizer(cfg, model)
+    declared = getattr(model, "lr_factors", None)
+    if callable(declared):
+        apply_lr_factors(optimizer, model, declared())
+    return optimizer, params
+
+
+def _build_optimizer(cfg, model):
     """``(optimizer, params)`` as fast-reid's ``build_optimizer`` returns them.
 
     ``SOLVER.PARAM_GROUPS`` picks the groups (``fastreid`` or ``irra``); Adam and AdamW get

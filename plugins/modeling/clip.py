@@ -57,6 +57,7 @@ __all__ = [
     "get_clip_config",
     "load_clip_state_dict",
     "resize_grid_pos_embed",
+    "resnet_attention_pool",
     "resolve_clip_weights",
 ]
 
@@ -125,11 +126,20 @@ def _grid(size, patch: int, stride: int):
     return tuple((s - patch) // stride + 1 for s in size)
 
 
-def _resnet_grid(image_size):
+def _resnet_grid(image_size, last_stride: int = 2):
+    """Attention-pool grid of a ModifiedResNet: the sides over the total stride (32, or 16 with
+    ``last_stride`` 1), which must divide them (the stem and stages pool by exact halves)."""
+    if last_stride not in (1, 2):
+        raise ValueError(f"MODEL.CLIP.RESNET_LAST_STRIDE must be 1 or 2, got {last_stride}")
+    total = 16 * last_stride
     height, width = image_size
-    if height % 32 or width % 32:
-        raise ValueError(f"ResNet CLIP needs an image size divisible by 32, got {image_size}")
-    return height // 32, width // 32
+    if height % total or width % total:
+        hint = " (or MODEL.CLIP.RESNET_LAST_STRIDE 1 for sides divisible by 16)" * (total == 32)
+        raise ValueError(
+            f"ResNet CLIP with last stride {last_stride} needs image sides divisible by {total}, "
+            f"got {tuple(image_size)}{hint}"
+        )
+    return height // total, width // total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,8 +412,25 @@ def _set_vit_grid(visual: VisionTransformer, image_size, stride: int):
     visual.grid_size = tuple(grid)
 
 
-def _set_resnet_grid(visual: ModifiedResNet, image_size):
-    grid = _resnet_grid(image_size)
+def _set_resnet_last_stride(visual: ModifiedResNet, last_stride: int):
+    """Make layer4's first block keep its input resolution when ``last_stride`` is 1.
+
+    A ModifiedResNet block downsamples with parameter-free average pools (after its 3x3
+    convolution and before its shortcut convolution); replacing both by identities keeps every
+    parameter name and shape, so the released weights load unchanged.
+    """
+    if last_stride == 2:
+        return
+    block = visual.layer4[0]
+    block.avgpool = nn.Identity()
+    block.stride = 1
+    if block.downsample is not None:
+        block.downsample[0] = nn.Identity()  # the "-1" AvgPool2d; its conv and BN stay
+
+
+def _set_resnet_grid(visual: ModifiedResNet, image_size, last_stride: int = 2):
+    grid = _resnet_grid(image_size, last_stride)
+    _set_resnet_last_stride(visual, last_stride)
     pool = visual.attnpool
     channels = pool.positional_embedding.shape[-1]
     pool.positional_embedding = nn.Parameter(
@@ -423,6 +450,7 @@ def build_clip_model(
     quick_gelu=None,
     warn_random_init: bool = True,
     allow_pickle: bool = False,
+    resnet_last_stride: int = 2,
 ):
     """Build an open_clip ``CLIP`` (fp32, CPU) for (H, W) images, optionally from local weights.
 
@@ -438,6 +466,8 @@ def build_clip_model(
         quick_gelu: None follows the config, switched on for OpenAI-format checkpoints.
         warn_random_init: warn when no weights are given.
         allow_pickle: let a weights file that needs full unpickling load (it can run code).
+        resnet_last_stride: ResNets only: 2 (CLIP's total stride 32) or 1 (16, CLIP-ReID's
+            choice for person crops such as 288x144). Ignored for ViTs.
     Returns:
         open_clip.model.CLIP
     """
@@ -470,7 +500,7 @@ def build_clip_model(
     model = open_clip.model.CLIP(**cfg)
 
     if is_resnet:
-        _set_resnet_grid(model.visual, image_size)
+        _set_resnet_grid(model.visual, image_size, int(resnet_last_stride))
     else:
         patch = model.visual.patch_size[0]
         _set_vit_grid(model.visual, image_size, int(stride) if stride else patch)
@@ -518,6 +548,7 @@ def clip_kwargs_from_cfg(cfg) -> dict:
         "context_length": clip.CONTEXT_LENGTH,
         "weights": clip_weights_from_cfg(cfg),
         "allow_pickle": clip.ALLOW_PICKLE,
+        "resnet_last_stride": clip.RESNET_LAST_STRIDE,
     }
 
 
@@ -536,6 +567,41 @@ def build_clip_model_from_cfg(cfg):
 # ---------------------------------------------------------------------------------------------
 # Token-level encoders
 # ---------------------------------------------------------------------------------------------
+def resnet_attention_pool(pool, x, training=False, all_positions=True):
+    """CLIP's attention pool (``AttentionPool2d``) on a ResNet feature map.
+
+    The spatial mean token is prepended, as in CLIP; its output is CLIP's image feature. With
+    ``all_positions`` every position is also a query (the projected tokens of the grid).
+
+    x (Tensor): (B, C, h, w) -> (B, 1 + h*w, D), or (B, 1, D) without ``all_positions``
+    """
+    x = x.flatten(2).permute(2, 0, 1)  # (hw, B, C)
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+    x = x + pool.positional_embedding[:, None, :].to(x.dtype)
+    x, _ = F.multi_head_attention_forward(
+        query=x if all_positions else x[:1],
+        key=x,
+        value=x,
+        embed_dim_to_check=x.shape[-1],
+        num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight,
+        k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight,
+        out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True,
+        training=training,
+        need_weights=False,
+    )
+    return x.permute(1, 0, 2)
+
+
 class CLIPImageEncoder(nn.Module):
     """Image tower returning the projected global feature and projected patch tokens.
 
@@ -591,32 +657,7 @@ class CLIPImageEncoder(nn.Module):
         v = self.visual
         x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images)))))
         self._check_grid(x.shape[2] * x.shape[3], images)
-        pool = v.attnpool
-        x = x.flatten(2).permute(2, 0, 1)  # (HW, B, C)
-        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
-        x = x + pool.positional_embedding[:, None, :].to(x.dtype)
-        x, _ = F.multi_head_attention_forward(
-            query=x,
-            key=x,
-            value=x,
-            embed_dim_to_check=x.shape[-1],
-            num_heads=pool.num_heads,
-            q_proj_weight=pool.q_proj.weight,
-            k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight,
-            in_proj_weight=None,
-            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-            bias_k=None,
-            bias_v=None,
-            add_zero_attn=False,
-            dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight,
-            out_proj_bias=pool.c_proj.bias,
-            use_separate_proj_weight=True,
-            training=self.training,
-            need_weights=False,
-        )
-        return x.permute(1, 0, 2)
+        return resnet_attention_pool(v.attnpool, x, self.training)
 
     def forward_tokens(self, images):
         """All projected tokens, index 0 the global one.

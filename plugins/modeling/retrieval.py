@@ -20,6 +20,15 @@ def put_scalars(**scalars):
     storage.put_scalars(**{k: float(v) for k, v in scalars.items()})
 
 
+def require_training_parts(model):
+    """Raise unless ``model`` was built with its training-only parts (``MODEL.TRAINING_HEADS``)."""
+    if not model.training_heads:
+        raise RuntimeError(
+            f"{type(model).__name__} was built without its training-only parts "
+            "(MODEL.TRAINING_HEADS False): it can evaluate but not train."
+        )
+
+
 @torch.no_grad()
 def batch_t2i_accuracy(image_feats, text_feats, pids):
     """Share of captions whose most similar image in the batch shows their identity.
@@ -126,11 +135,7 @@ class RetrievalModel(nn.Module):
 
     def forward(self, batch):
         if self.training:
-            if not self.training_heads:
-                raise RuntimeError(
-                    f"{type(self).__name__} was built without its training-only parts "
-                    "(MODEL.TRAINING_HEADS False): it can evaluate but not train."
-                )
+            require_training_parts(self)
             return self.losses(batch)
         if "text" in batch:
             return self.encode_text(batch["text"])

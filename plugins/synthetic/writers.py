@@ -1,7 +1,10 @@
 """Writers of the official on-disk layouts: RGBT-PEDES, CUHK-PEDES, RegDB, LLCM and SYSU-MM01.
 
 Images stream to disk one by one (see ``shared/DATASETS.md`` for the layouts);
-``tools/make_synthetic.py`` is their command line.
+``tools/make_synthetic.py`` is their command line. The visible-infrared writers also write
+``captions_synthetic.json`` (image path relative to the dataset folder -> caption; colour-free
+for infrared images) unless ``captions_json=False``: the captions the VI-ReID datasets lack and
+RSBA trains with (``DATASETS.VI_CAPTIONS``).
 """
 
 from __future__ import annotations
@@ -208,8 +211,9 @@ def write_regdb(
     thermal images are other views than the visible ones); ``idx/{train,test}_{visible,thermal}_
     {t}.txt`` for t = 1..trials: trial t splits the ids with ``default_rng([seed, t])``'s
     permutation, first half train (labels 0..N-1 in pid order), rest test (label = pid - 1).
+    ``captions_synthetic.json`` captions every image (``captions_json=False``: not written).
     """
-    o = _options(options, trials=10, captions_json=False)
+    o = _options(options, trials=10, captions_json=True)
     folder = DatasetFolder(out_dir, "RegDB", "regdb", o.overwrite, captions_json=o.captions_json)
     weights = _stream_weights(o.challenge_weights, _VI_VIS_WEIGHTS)
     views = {"front": 0.5, "back": 0.5}
@@ -269,8 +273,9 @@ def write_llcm(
     Test: ``test_vis/cam<k>/<pid %04d>/..._vis.jpg`` and ``test_nir/cam<k>/<pid %04d>/..._nir.jpg``;
     ``idx/test_id.txt`` is ONE comma-separated line of the test pids (like SYSU-MM01).
     Each identity has 2-4 visible cameras (of 1-9) and 2-3 near-infrared cameras (of 1,2,4-9).
+    ``captions_synthetic.json`` captions every image (``captions_json=False``: not written).
     """
-    o = _options(options, train_ratio=2 / 3, captions_json=False, jpeg_quality=92)
+    o = _options(options, train_ratio=2 / 3, captions_json=True, jpeg_quality=92)
     folder = DatasetFolder(out_dir, "LLCM", "llcm", o.overwrite, o.jpeg_quality, o.captions_json)
     weights = _stream_weights(o.challenge_weights, _LLCM_VIS_WEIGHTS)
     splits = assign_splits(num_ids, seed, {"train": o.train_ratio, "test": 1.0 - o.train_ratio})
@@ -311,9 +316,10 @@ def write_sysumm01(
     1, 2, 4, 5 hold RGB renders, infrared cameras 3, 6 thermal ones. Each identity appears in
     2-4 visible cameras (always 1 or 2 among them) and 1-2 infrared cameras.
     ``exp/{train_id,val_id,test_id}.txt``: one comma-separated line of pids each (default split
-    60/20/20 by identity).
+    60/20/20 by identity). ``captions_synthetic.json`` captions every image
+    (``captions_json=False``: not written).
     """
-    o = _options(options, split_ratios=None, captions_json=False, jpeg_quality=92)
+    o = _options(options, split_ratios=None, captions_json=True, jpeg_quality=92)
     folder = DatasetFolder(
         out_dir, "SYSU-MM01", "sysumm01", o.overwrite, o.jpeg_quality, o.captions_json
     )
@@ -338,6 +344,9 @@ def write_sysumm01(
     return folder.finish()
 
 
+#: the visible-infrared formats (their writers take ``captions_json``)
+_VI_FORMATS = ("regdb", "llcm", "sysumm01")
+
 #: format name -> writer(out_dir, num_ids, seed, images_per_id, **options)
 WRITERS: dict[str, Callable[..., dict]] = {
     "rgbtpedes": write_rgbtpedes,
@@ -355,6 +364,10 @@ def ensure_synthetic(data_root: str | Path, fmt: str, num_ids: int, seed: int = 
     Returns True when it generated the data, False when the cached copy was reused.
     """
     wanted = {"format": fmt, "ids": num_ids, "seed": seed}
+    if fmt in _VI_FORMATS:
+        # Folders written before the VI writers made captions by default have a stamp without
+        # this field, so they are written again, now with captions_synthetic.json.
+        wanted["captions"] = True
     for folder in Path(data_root).glob("*"):
         stamp = folder / "synthetic.json"
         if stamp.is_file() and json.loads(stamp.read_text()) == wanted:

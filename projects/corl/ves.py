@@ -1,31 +1,9 @@
 """CoRL's Virtual-text Embedding Synthesizer layer and Adapter (Sec. 3.2)."""
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plugins.data.captions import get_tokenizer
-from plugins.modeling.clip import EOT_TOKEN_ID, SOT_TOKEN_ID
-
-
-def prompt_token_ids(prompt, num_tokens):
-    """Token ids of ``SOT prompt EOT`` with ``num_tokens`` slots where ``{}`` stands.
-
-    Args:
-        prompt (str): text with exactly one ``{}``, e.g. ``"a photo of a {} person."``.
-        num_tokens (int): virtual tokens at ``{}``.
-    Returns:
-        (LongTensor (L,), int): the ids (0 at the slots) and the first slot's position.
-    """
-    if prompt.count("{}") != 1:
-        raise ValueError(f"MODEL.CORL.VES.PROMPT {prompt!r} must contain '{{}}' exactly once")
-    if num_tokens < 1:
-        raise ValueError(f"MODEL.CORL.VES.NUM_TOKENS must be >= 1, got {num_tokens}")
-    before, after = prompt.split("{}")
-    tok = get_tokenizer()
-    head = [SOT_TOKEN_ID, *tok.encode_bpe(before)[0]]
-    ids = head + [0] * num_tokens + tok.encode_bpe(after)[0] + [EOT_TOKEN_ID]
-    return torch.tensor(ids, dtype=torch.long), len(head)
+from plugins.modeling.prompts import encode_prompt, prompt_token_ids
 
 
 class VirtualTextSynthesizer(nn.Module):
@@ -47,7 +25,7 @@ class VirtualTextSynthesizer(nn.Module):
         self.num_tokens = num_tokens
         self.token_width = token_width
         self.fc = nn.Linear(embed_dim, num_tokens * token_width)
-        ids, slot = prompt_token_ids(prompt, num_tokens)
+        ids, slot = prompt_token_ids(prompt, num_tokens, key="MODEL.CORL.VES.PROMPT")
         self.slot = slot
         self.register_buffer("prompt_ids", ids, persistent=False)
 
@@ -57,13 +35,7 @@ class VirtualTextSynthesizer(nn.Module):
 
     def forward(self, image_embeds, text_encoder):
         """z_v (B, D) -> z_hat_t (B, D_text), the text encoder's EOT feature of the prompt."""
-        virtual = self.tokens(image_embeds)
-        fixed = text_encoder.token_embedding(self.prompt_ids.to(virtual.device))
-        fixed = fixed.unsqueeze(0).expand(virtual.shape[0], -1, -1).to(virtual.dtype)
-        end = self.slot + self.num_tokens
-        embeddings = torch.cat([fixed[:, : self.slot], virtual, fixed[:, end:]], dim=1)
-        eot = torch.full((virtual.shape[0],), embeddings.shape[1] - 1, dtype=torch.long)
-        return text_encoder.forward_embeddings(embeddings, eot)[0]
+        return encode_prompt(text_encoder, self.prompt_ids, self.slot, self.tokens(image_embeds))
 
 
 class Adapter(nn.Module):

@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 GREEN = (40, 170, 60)
 RED = (210, 40, 40)
+GREY = (150, 150, 150)  # no identity to compare with
 
 
 def topk_gallery(q_feats, g_feats, k=10, chunk_size=1024):
@@ -61,7 +62,7 @@ def draw_ranked_lists(rows, path, thumb_size=(48, 96), caption_width=34):
             draw.text((pad, y0 + 12 + 14 * i), line, fill=colour, font=font)
         for rank, (rgb, thermal, correct) in enumerate(row["results"]):
             x = text_w + rank * (cell_w + pad)
-            colour = GREEN if correct else RED
+            colour = GREY if correct is None else (GREEN if correct else RED)
             canvas.paste(_thumb(rgb, thumb_size, colour, border), (x, y0 + 12))
             if thermal:
                 canvas.paste(

@@ -113,3 +113,19 @@ def add_plugins_config(cfg):
     # Rows of the query x gallery similarity computed at once by the ranking.
     _C.TEST.RANK_CHUNK = 1024
     return cfg
+
+
+def checkpoint_weights_only(cfg):
+    """Set ``cfg`` (unfrozen) so that every weight comes from a checkpoint: the CLIP weights file
+    is not read (``MODEL.BACKBONE.PRETRAIN False``, ``MODEL.CLIP.WEIGHTS`` empty)."""
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.MODEL.CLIP.WEIGHTS = ""
+    return cfg
+
+
+def inference_only(cfg):
+    """Set ``cfg`` (unfrozen) as ``--eval-only`` does: weights from the checkpoint only
+    (:func:`checkpoint_weights_only`) and no training-only parts (``MODEL.TRAINING_HEADS``
+    False: no identity classifier, no auxiliary heads)."""
+    cfg.MODEL.TRAINING_HEADS = False
+    return checkpoint_weights_only(cfg)

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from plugins import synthetic  # noqa: E402
+from plugins.config import checkpoint_weights_only  # noqa: E402
 from plugins.data.build import build_text_dataset, build_text_test_loader  # noqa: E402
 from plugins.engine import (  # noqa: E402
     PluginTrainer,
@@ -59,8 +60,7 @@ def draw_examples(cfg, weights, path):
 
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.BACKBONE.PRETRAIN = False  # every weight comes from the trained checkpoint
-    cfg.MODEL.CLIP.WEIGHTS = ""
+    checkpoint_weights_only(cfg)  # every weight comes from the trained checkpoint
     model = PluginTrainer.build_model(cfg)
     Checkpointer(model).load(weights)
     model.eval()

@@ -39,6 +39,7 @@ import plugins  # noqa: E402, F401  (applies fastreid compat fixes first; regist
 # isort: split
 import torch  # noqa: E402
 
+from plugins.config import inference_only  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
 from plugins.engine.checkpoint import Checkpointer, CheckpointError  # noqa: E402
 from plugins.search.engine import sha256_file  # noqa: E402
@@ -99,9 +100,7 @@ def build_eval_config(args):
             f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: no such file (pass a model_*.pth that "
             "training wrote)."
         )
-    cfg.MODEL.TRAINING_HEADS = False
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.MODEL.CLIP.WEIGHTS = ""
+    inference_only(cfg)
     cfg.MODEL.DEVICE = "cpu"  # exported on the CPU: the graph is device-independent
     cfg.freeze()
     return cfg

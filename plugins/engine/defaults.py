@@ -13,7 +13,7 @@ from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 from fastreid.utils.logger import setup_logger
 
-from ..config import add_plugins_config
+from ..config import add_plugins_config, checkpoint_weights_only
 from .trainer import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def build_run_config(args):
     note = None
     if source is not None:
         clip_weights = cfg.MODEL.CLIP.WEIGHTS
-        cfg.MODEL.BACKBONE.PRETRAIN = False
-        cfg.MODEL.CLIP.WEIGHTS = ""
+        checkpoint_weights_only(cfg)
         note = (
             f"MODEL.CLIP.WEIGHTS ({clip_weights or 'empty'}) is not used: the model comes from "
             f"{source}."

@@ -32,6 +32,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid.utils import comm
 from torch.utils.data import Dataset
 
+from ..config import checkpoint_weights_only, inference_only
 from ..data.build import train_loader
 from ..data.samplers import build_sampler
 from .checkpoint import Checkpointer, CheckpointError, atomic_write
@@ -138,8 +139,7 @@ def stage_config(cfg, stage, weights_from_checkpoint=False):
     scfg.merge_from_list(list(stage.opts))
     scfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, stage.name)
     if weights_from_checkpoint:
-        scfg.MODEL.BACKBONE.PRETRAIN = False
-        scfg.MODEL.CLIP.WEIGHTS = ""
+        checkpoint_weights_only(scfg)
         scfg.MODEL.WEIGHTS = ""
     scfg.freeze()
     return scfg
@@ -454,7 +454,7 @@ def run_stages(cfg, args, stages):
         logger.info(f"Every stage is finished already: evaluating the final model {previous}")
         scfg = stage_config(cfg, stages[-1], weights_from_checkpoint=True)
         scfg.defrost()
-        scfg.MODEL.TRAINING_HEADS = False
+        inference_only(scfg)
         scfg.freeze()
         model = PluginTrainer.build_model(scfg)
         Checkpointer(model).load(previous, strict=True, evaluation=True)

@@ -58,6 +58,7 @@ __all__ = [
     "load_clip_state_dict",
     "resize_grid_pos_embed",
     "resnet_attention_pool",
+    "trim_token_ids",
     "resolve_clip_weights",
 ]
 
@@ -686,6 +687,18 @@ def eot_positions(token_ids, eot_id: int = EOT_TOKEN_ID):
     length = token_ids.shape[1]
     last_nonzero = length - 1 - (token_ids.flip(1) != 0).int().argmax(dim=1)
     return torch.where(is_eot.any(dim=1), first_eot, last_nonzero)
+
+
+def trim_token_ids(token_ids):
+    """Drop the padding columns after the last ``<|endoftext|>`` of a batch.
+
+    CLIP's text transformer is causal, so the end-of-text feature of the trimmed ids equals
+    that of the zero-padded ones, computed on fewer positions.
+
+    token_ids (Tensor): (B, L) -> (B, L'), L' = 1 + the largest EOT position (at least 2)
+    """
+    length = int(eot_positions(token_ids).max()) + 1
+    return token_ids[:, : max(length, 2)]
 
 
 class CLIPTextEncoder(nn.Module):

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from plugins.config import inference_only
+
 from .gallery import DATASET_PREFIX, GalleryError, SearchError, list_gallery, one_line
 from .index import KINDS, RECALL_K, RECALL_NOISE, IndexError_, SearchIndex, normalise
 
@@ -67,9 +69,7 @@ def evaluation_config(cfg, weights, device=None):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = weights
-    cfg.MODEL.TRAINING_HEADS = False
-    cfg.MODEL.BACKBONE.PRETRAIN = False
-    cfg.MODEL.CLIP.WEIGHTS = ""
+    inference_only(cfg)
     if device:
         cfg.MODEL.DEVICE = device
     try:
@@ -182,11 +182,10 @@ class QueryEncoder:
 
     def tokens(self, text):
         """Token ids (1, L) of ``text`` up to and including end-of-text, L <= context length."""
-        from plugins.data.captions import EOT_TOKEN_ID, tokenize
+        from plugins.data.captions import tokenize
+        from plugins.modeling.clip import trim_token_ids
 
-        ids = tokenize(check_query(text), self.context_length)
-        eot = int((ids == EOT_TOKEN_ID).nonzero()[0, 0])
-        return ids[: eot + 1].unsqueeze(0)
+        return trim_token_ids(tokenize(check_query(text), self.context_length)[None])
 
     @torch.inference_mode()
     def encode_ids(self, ids):

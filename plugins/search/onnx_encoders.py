@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.captions import tokenize_batch
-from ..modeling.clip import eot_positions
+from ..modeling.clip import trim_token_ids
 from ..modeling.retrieval import RetrievalModel
 
 __all__ = [
@@ -101,15 +101,6 @@ class TextEncoderExport(nn.Module):
 
     def forward(self, token_ids):
         return self.model.encode_text(token_ids)
-
-
-def trim_token_ids(token_ids: Tensor) -> Tensor:
-    """Drop the padding columns after the last ``<|endoftext|>`` of a batch.
-
-    token_ids (Tensor): (B, L) -> (B, L'), L' = 1 + the largest EOT position (at least 2)
-    """
-    length = int(eot_positions(token_ids).max()) + 1
-    return token_ids[:, : max(length, 2)]
 
 
 def sample_token_ids(context_length: int, captions: Sequence[str] = SAMPLE_CAPTIONS) -> Tensor:

@@ -16,7 +16,8 @@ install: $(STAMP)
 KEEP_TORCH ?= 0
 TORCH_REQ := $(if $(filter 1,$(KEEP_TORCH)),,-r requirements-torch.txt)
 
-$(STAMP): requirements.txt requirements-torch.txt requirements-fastreid.txt setup.py
+$(STAMP): requirements.txt requirements-torch.txt requirements-fastreid.txt setup.py pyproject.toml \
+		plugins/evaluation/_rank_kernel.pyx plugins/evaluation/rank_kernel.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_REQ) -r requirements.txt

@@ -6,10 +6,30 @@
 is installed on its own with ``pip install --no-deps fastreid==1.4.0`` (as the Makefile does);
 the fast-reid modules the plugin imports need scikit-learn and tensorboard, listed here for
 that reason. ``faiss-cpu`` provides the ``faiss`` module; a GPU build (PyPI's ``faiss-gpu`` or
-``faiss-gpu-cu12``, conda's ``faiss-gpu``) provides the same module and replaces it.
+``faiss-gpu-cu12``, conda's ``faiss-gpu``) provides the same module and replaces it. The one
+C extension (the ranking metrics' counting pass) is built from Cython at install time.
 """
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+
+def rank_kernel():
+    """The compiled counting pass of ``plugins.evaluation.metrics`` (optional: without a C
+    compiler or Cython the install goes on, and the metrics use their pure torch path)."""
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    ext = Extension(
+        "plugins.evaluation._rank_kernel",
+        ["plugins/evaluation/_rank_kernel.pyx"],
+        include_dirs=["plugins/evaluation"],
+        depends=["plugins/evaluation/rank_kernel.h"],
+        extra_compile_args=["-O3"],
+        optional=True,
+    )
+    return cythonize([ext], quiet=True)
+
 
 setup(
     name="fastreid-crossmodal",
@@ -17,6 +37,7 @@ setup(
     description="Cross-modal person retrieval (text-image, text-RGBT, visible-infrared) as a fast-reid plugin",
     packages=find_packages(include=["plugins", "plugins.*", "projects", "projects.*"]),
     package_data={"plugins.modeling": ["model_configs/*.json"]},
+    ext_modules=rank_kernel(),
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.0",  # open-clip-torch needs it too; keep your own CUDA build

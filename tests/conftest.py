@@ -11,3 +11,20 @@ def rgbt(tmp_path_factory):
     root = tmp_path_factory.mktemp("rgbt")
     write_rgbtpedes(str(root))
     return str(root)
+
+
+@pytest.fixture(params=["compiled", "compiled-scan", "compiled-search", "torch"])
+def counting_backend(request, monkeypatch):
+    """Run a test with the compiled counting pass (choosing per row, always scanning, always
+    binary-searching) and with the pure torch one."""
+    from plugins.evaluation import metrics
+
+    if request.param == "torch":
+        monkeypatch.setattr(metrics, "_compiled_kernel", lambda: None)
+    else:
+        mode = {"compiled": 0, "compiled-scan": 1, "compiled-search": 2}[request.param]
+        monkeypatch.setattr(metrics, "_KERNEL_MODE", mode)
+        assert metrics._compiled_kernel() is not None, (
+            "plugins.evaluation._rank_kernel is not built: run `pip install -e .` (make install)"
+        )
+    return request.param

@@ -11,6 +11,11 @@ from plugins.evaluation.metrics import rank_metrics
 from tests.ranking_reference import assert_metrics_equal, quantised_features, rank_reference
 
 
+@pytest.fixture(autouse=True)
+def _both_backends(counting_backend):
+    """Every test here runs with each way of the compiled counting pass and with torch."""
+
+
 def quantised_case(seed, num_q, num_g, dim, levels, num_ids, extra_q_ids=0, dup_gallery=0):
     """Features on a coarse grid (many exact ties; float32 dot products are exact)."""
     rng = np.random.default_rng(seed)
@@ -206,3 +211,28 @@ def test_cuda_matches_cpu():
     cpu = rank_metrics(q, g, q_pids, g_pids, chunk_size=17, gallery_chunk=50)
     gpu = rank_metrics(q, g, q_pids, g_pids, chunk_size=17, gallery_chunk=50, device="cuda")
     assert_metrics_equal(gpu, cpu)
+
+
+@pytest.mark.parametrize("positives", [8, 9, 25, 60])
+@pytest.mark.parametrize("spread", [1, 3])
+def test_rows_either_side_of_the_binary_search_threshold(positives, spread):
+    # The compiled pass scans once per positive up to RANK_KERNEL_LINEAR_MIN (8) positives and
+    # above picks a scan or a binary search per candidate by the row's number of candidates:
+    # coarse scores (spread 1) give many candidates and ties, finer ones (3) fewer.
+    rng = np.random.default_rng(positives)
+    q, g = quantised_features(rng, 9, 400, 3, spread)
+    g_pids = np.repeat(np.arange(400 // positives + 1), positives)[:400]
+    g_pids = rng.permutation(g_pids)
+    q_pids = g_pids[rng.integers(0, 400, size=9)]
+    got = rank_metrics(q, g, q_pids, g_pids, chunk_size=4, gallery_chunk=57)
+    assert_metrics_equal(got, rank_reference(q, g, q_pids, g_pids, (1, 5, 10)))
+
+
+def test_threads_split_rows(monkeypatch):
+    # Rows counted by several threads at once give the same figures as one thread.
+    q, g, q_pids, g_pids = quantised_case(12, 50, 120, 4, 2, 9, extra_q_ids=2, dup_gallery=30)
+    expected = rank_reference(q, g, q_pids, g_pids, (1, 5, 10))
+    for threads in (1, 3):
+        monkeypatch.setattr(torch, "get_num_threads", lambda t=threads: t)
+        got = rank_metrics(q, g, q_pids, g_pids, chunk_size=17, gallery_chunk=50)
+        assert_metrics_equal(got, expected)

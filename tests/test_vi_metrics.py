@@ -11,6 +11,12 @@ from plugins.evaluation import vi_rank_metrics
 from plugins.evaluation.metrics import rank_metrics
 from tests.ranking_reference import assert_metrics_equal, quantised_features, vi_rank_reference
 
+
+@pytest.fixture(autouse=True)
+def _both_backends(counting_backend):
+    """Every test here runs with each way of the compiled counting pass and with torch."""
+
+
 RULES = ("none", "sysu", "same_cam_id")
 
 
@@ -37,6 +43,8 @@ def vi_case(seed, num_q, num_g, dim, levels, num_ids, num_cams=6, extra_q_ids=2)
         (2, 16, 45, 2, 1, 3, 16, 45, (1, 2)),
         (3, 30, 12, 5, 2, 6, 1, 1, (1, 4)),
         (4, 12, 80, 1, 2, 20, 5, 16, (1, 3, 10)),
+        # ~50 positives a query: the compiled pass's binary-search rows, with the rules
+        (5, 10, 200, 3, 1, 4, 6, 70, (1, 5)),
     ],
 )
 def test_matches_brute_force_with_ties(

@@ -1,15 +1,28 @@
-"""Benchmark ``rank_metrics`` against a straightforward full-sort reference.
+"""Benchmark ``rank_metrics``: its cost over the bare similarity matmul, and its agreement with a
+straightforward full-sort reference.
 
 Usage::
 
-    .venv/bin/python tools/benchmark_eval.py [--quick] [--skip-large] [--progress]
+    .venv/bin/python tools/benchmark_eval.py [--quick] [--skip-large] [--kinds easy hard random]
+                                             [--progress]
 
-Features are synthetic but structured like text-to-image person retrieval: every identity has a
-random unit centre, gallery and query features are L2-normalised ``centre + noise`` (512-d
-float32), every gallery identity has >= 2 images, and queries are drawn from gallery items, so each
-query has the positives of its identity. Sizes follow the CUHK-PEDES and ICFG-PEDES test splits,
-plus a 10,000 x 1,000,000 run of ``rank_metrics`` alone (its similarity matrix alone would be
-40 GB, so the reference is skipped there).
+Features are synthetic, 512-d float32, L2-normalised, in three kinds:
+
+* ``easy``: structured like text-to-image person retrieval at a realistic difficulty (R1 about
+  70 %): every identity has a random unit centre and features are ``centre + noise`` (noise
+  norm 2.5 x the centre's);
+* ``hard``: the same with noise 3.3 (R1 about 15-20 %), an early checkpoint or a hard dataset;
+* ``random``: unit vectors without any identity structure (R1 near 0): most of the gallery
+  outranks each query's positives, the worst case of a streamed ranking.
+
+Every gallery identity has >= 2 images, and queries are drawn from gallery items, so each query
+has the positives of its identity. Sizes follow the CUHK-PEDES and ICFG-PEDES test splits, plus
+10,000 x 1,000,000 (its similarity matrix alone would be 40 GB, so the reference is skipped).
+
+"x matmul" is ``rank_metrics``'s wall time over that of the bare similarity product ``q @ g.T``
+in blocks of 2,048 queries (and of at most 131,072 gallery items, which keeps the 1M gallery's
+blocks at 1 GB), timed in the same process: the best of two runs of each at the smaller sizes,
+one run at 1M.
 
 Each (size, method) runs in a fresh child process (this script with ``--worker``), which builds
 the features with a seeded generator, releases the generation temporaries, reads its resident set
@@ -40,7 +53,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DIM = 512
-NOISE = 2.5  # norm of the per-sample noise relative to the unit identity centre
+# Norm of the per-sample noise relative to the unit identity centre; None: no identity structure.
+NOISE = {"easy": 2.5, "hard": 3.3, "random": None}
+KINDS = tuple(NOISE)
 SEED = 0
 TOPK = (1, 5, 10)
 TOLERANCE = 1e-6  # on metrics in percent
@@ -78,25 +93,28 @@ def make_pids(num_q: int, num_g: int, num_ids: int, seed: int):
     return q_pids, g_pids
 
 
-def _noisy_unit_rows(centres, pids, gen, out, rows_per_step=65536):
-    """out[i] = normalise(centres[pids[i]] + NOISE * gaussian / sqrt(D)), written in steps."""
+def _noisy_unit_rows(centres, pids, gen, out, noise_norm, rows_per_step=65536):
+    """out[i] = normalise(centres[pids[i]] + noise_norm * gaussian / sqrt(D)), written in steps;
+    ``noise_norm`` None: normalise(gaussian), no identity structure."""
     pids_t = torch.from_numpy(pids)
     for start in range(0, len(pids), rows_per_step):
         stop = min(start + rows_per_step, len(pids))
         noise = torch.randn(stop - start, DIM, generator=gen)
-        noise.mul_(NOISE / DIM**0.5).add_(centres[pids_t[start:stop]])
+        if noise_norm is not None:
+            noise.mul_(noise_norm / DIM**0.5).add_(centres[pids_t[start:stop]])
         out[start:stop] = torch.nn.functional.normalize(noise, dim=1)
 
 
-def make_data(size: str, seed: int = SEED):
+def make_data(size: str, kind: str = "easy", seed: int = SEED):
     spec = SIZES[size]
+    noise_norm = NOISE[kind]
     q_pids, g_pids = make_pids(spec["num_q"], spec["num_g"], spec["num_ids"], seed)
     gen = torch.Generator().manual_seed(seed)
     centres = torch.nn.functional.normalize(torch.randn(spec["num_ids"], DIM, generator=gen), dim=1)
     g = torch.empty(spec["num_g"], DIM, dtype=torch.float32)
-    _noisy_unit_rows(centres, g_pids, gen, g)
+    _noisy_unit_rows(centres, g_pids, gen, g, noise_norm)
     q = torch.empty(spec["num_q"], DIM, dtype=torch.float32)
-    _noisy_unit_rows(centres, q_pids, gen, q)
+    _noisy_unit_rows(centres, q_pids, gen, q, noise_norm)
     return q, g, q_pids, g_pids
 
 
@@ -172,15 +190,24 @@ def _release_free_memory() -> None:
         pass
 
 
-def worker(size: str, method: str, progress: bool) -> dict:
-    from plugins.evaluation.metrics import rank_metrics
+def matmul_baseline(q, g, query_block=2048, gallery_block=131072) -> float:
+    """Seconds of the bare similarity product ``q @ g.T``, block by block (results dropped)."""
+    t0 = time.perf_counter()
+    for a in range(0, q.shape[0], query_block):
+        for b in range(0, g.shape[0], gallery_block):
+            q[a : a + query_block] @ g[b : b + gallery_block].T
+    return time.perf_counter() - t0
+
+
+def worker(size: str, kind: str, method: str, progress: bool) -> dict:
+    from plugins.evaluation.metrics import _compiled_kernel, rank_metrics
 
     if progress:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
 
-    q, g, q_pids, g_pids = make_data(size)
+    q, g, q_pids, g_pids = make_data(size, kind)
     _release_free_memory()
     baseline = _rss_mb("VmRSS")
     peak_reset = _reset_peak_rss()
@@ -193,11 +220,24 @@ def worker(size: str, method: str, progress: bool) -> dict:
     peak = _rss_mb("VmHWM") if peak_reset else None
     if peak is None:  # no resettable counter: lifetime peak of the process
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    matmul = None
+    if method == "rank_metrics":
+        # In the same process, after the memory figures: the bare matmul, then (at the smaller
+        # sizes) a second run of each, keeping the best.
+        matmul = matmul_baseline(q, g)
+        if SIZES[size]["reference"]:
+            t0 = time.perf_counter()
+            rank_metrics(q, g, q_pids, g_pids, topk=TOPK)
+            wall = min(wall, time.perf_counter() - t0)
+            matmul = min(matmul, matmul_baseline(q, g))
     return dict(
         size=size,
+        kind=kind,
         method=method,
         metrics=metrics,
         wall_s=wall,
+        matmul_s=matmul,
+        compiled=_compiled_kernel() is not None,
         baseline_mb=baseline,
         peak_mb=peak,
         peak_is_lifetime=not peak_reset,
@@ -206,8 +246,8 @@ def worker(size: str, method: str, progress: bool) -> dict:
     )
 
 
-def run_child(size: str, method: str, progress: bool) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", size, method]
+def run_child(size: str, kind: str, method: str, progress: bool) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", size, kind, method]
     if progress:
         cmd.append("--progress")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
@@ -239,13 +279,16 @@ def machine_info() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CUHK size + 1,000 x 100,000 only")
-    parser.add_argument("--skip-large", action="store_true", help="skip the rank_metrics-only run")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 1M-gallery run")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--progress", action="store_true", help="log rank_metrics progress")
-    parser.add_argument("--worker", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("SIZE", "KIND", "METHOD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
 
     if args.worker:
-        result = worker(args.worker[0], args.worker[1], args.progress)
+        result = worker(*args.worker, args.progress)
         print(json.dumps(result))
         return 0
 
@@ -254,55 +297,64 @@ def main() -> int:
         sizes.append("large-quick" if args.quick else "large")
 
     print(machine_info())
-    print(f"features: {DIM}-d float32, L2-normalised, noise {NOISE}, seed {SEED}")
+    print(f"features: {DIM}-d float32, L2-normalised, seed {SEED}; noise per kind {NOISE}")
     rows = []
     failed = False
+    compiled = True
     for size in sizes:
         spec = SIZES[size]
-        methods = ["reference", "rank_metrics"] if spec["reference"] else ["rank_metrics"]
-        results = {}
-        for method in methods:
-            print(f"running {size} / {method} ...", flush=True)
-            results[method] = run_child(size, method, args.progress)
-        res = results["rank_metrics"]
-        pos = res["positives"]
         shape = f"{spec['num_q']:,} x {spec['num_g']:,}"
-        print(
-            f"{shape} ({spec['label']}, {spec['num_ids']:,} ids): positives per query "
-            f"min {pos['min']}, median {pos['median']:g}, mean {pos['mean']:.2f}, "
-            f"max {pos['max']}, queries without positive {pos['without']}"
-        )
-        print("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items()))
-        if "reference" in results:
-            ref = results["reference"]["metrics"]
-            diff = max(abs(ref[k] - res["metrics"][k]) for k in ref)
-            same = diff <= TOLERANCE and list(ref) == list(res["metrics"])
-            failed |= not same
-            verdict = f"{'yes' if same else 'NO'} (max abs diff {diff:.1e})"
-        else:
-            verdict = "n/a (reference skipped)"
-        for method in methods:
-            r = results[method]
-            rows.append(
-                (
-                    shape,
-                    method,
-                    f"{r['wall_s']:.1f}",
-                    f"{r['peak_mb']:,.0f}" + (" (lifetime)" if r["peak_is_lifetime"] else ""),
-                    f"{r['baseline_mb']:,.0f}",
-                    f"{r['peak_mb'] - r['baseline_mb']:,.0f}",
-                    verdict if method == "rank_metrics" else "",
-                )
+        methods = ["reference", "rank_metrics"] if spec["reference"] else ["rank_metrics"]
+        for kind in args.kinds:
+            results = {}
+            for method in methods:
+                print(f"running {size} / {kind} / {method} ...", flush=True)
+                results[method] = run_child(size, kind, method, args.progress)
+            res = results["rank_metrics"]
+            compiled &= res["compiled"]
+            pos = res["positives"]
+            print(
+                f"{shape} ({spec['label']}, {spec['num_ids']:,} ids, {kind}): positives per query "
+                f"min {pos['min']}, median {pos['median']:g}, mean {pos['mean']:.2f}, "
+                f"max {pos['max']}, queries without positive {pos['without']}"
             )
+            print("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items()))
+            if "reference" in results:
+                ref = results["reference"]["metrics"]
+                diff = max(abs(ref[k] - res["metrics"][k]) for k in ref)
+                same = diff <= TOLERANCE and list(ref) == list(res["metrics"])
+                failed |= not same
+                verdict = f"{'yes' if same else 'NO'} (max abs diff {diff:.1e})"
+            else:
+                verdict = "n/a (reference skipped)"
+            for method in methods:
+                r = results[method]
+                ratio = f"{r['wall_s'] / r['matmul_s']:.2f}" if r["matmul_s"] else ""
+                rows.append(
+                    (
+                        shape,
+                        kind,
+                        f"{res['metrics']['R1']:.1f}",
+                        method,
+                        f"{r['wall_s']:.2f}",
+                        f"{r['matmul_s']:.2f}" if r["matmul_s"] else "",
+                        ratio,
+                        f"{r['peak_mb'] - r['baseline_mb']:,.0f}",
+                        verdict if method == "rank_metrics" else "",
+                    )
+                )
 
     print()
     print(
-        "peak RSS: peak resident memory of the child process while the method ran; baseline: its "
-        "resident memory just before (interpreter, torch, features, pids); extra = peak - baseline."
+        "extra MB: peak resident memory of the child process while the method ran minus its "
+        "resident memory just before (interpreter, torch, features, pids). matmul s: bare "
+        "q @ g.T in blocks of 2,048 queries in the same process."
     )
+    if not compiled:
+        print("WARNING: the compiled counting pass is not built; torch fallback measured")
     print()
-    header = ("size (Q x G)", "method", "wall s", "peak RSS MB", "baseline MB", "extra MB")
-    header += ("identical?",)
+    header = ("size (Q x G)", "features", "R1", "method", "wall s", "matmul s", "x matmul")
+    header += ("extra MB", "identical?")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(["---"] * len(header)) + "|")
     for row in rows:

@@ -20,8 +20,19 @@ How one query chunk is processed:
   ranks ahead of; a per-row histogram of ``m`` then gives, for every positive, how many gallery
   items rank ahead of it, hence its rank.
 
-Cost: the float32 matmul (Q x G x D) plus O(log P) work per candidate, where P is the number of
-positives of the query.
+That is the torch implementation, used on a GPU. On the CPU the counting runs in one compiled
+pass per block instead (``_rank_kernel.pyx`` / ``rank_kernel.h``, built by ``pip install -e .``;
+without it the torch code runs, with a warning): for each row and each of its positives, one
+vectorised branch-free scan counts the block entries ranked ahead of that positive ("score
+>= p" left of the positive's index, "score > p" from it on, which is the tie rule), or, for a
+row with many positives and few candidates, a binary search per candidate. Its cost does not
+depend on how many items outrank the positives, so random features cost what easy ones do.
+
+Cost: the float32 matmul (Q x G x D) plus, in torch, O(log P) work per candidate, or in the
+compiled pass about P vector comparisons per block entry (P = the query's positives). A gallery
+that fits in one block is scored in one block per query chunk, from which the positives' scores
+are read; larger galleries are streamed and the positives' scores come from a small product
+against the positive items first.
 
 Positive scores are read back from the same blocks that are used for counting, so the counts are
 exact with respect to the computed float32 similarities (BLAS may round the last bit of a dot
@@ -56,6 +67,9 @@ _LOW_MASK = 0xFFFFFFFF
 # Upper bound on the entries of the per-chunk padded (queries x positives) tables, and of the
 # (queries x identities) table of the identity-once CMC.
 _MAX_SLOTS = 1 << 22
+# A gallery larger than one block is still scored in one block per query chunk when that leaves
+# at least this many queries a chunk (the matmul stays efficient).
+_MIN_WHOLE_GALLERY_ROWS = 128
 
 
 def _balanced_splits(n: int, chunk: int) -> list[tuple[int, int]]:
@@ -181,6 +195,7 @@ def _count_ahead(
     gallery_splits: list[tuple[int, int]],
     drop: tuple[torch.Tensor, torch.Tensor] | None = None,
     identities: tuple[torch.Tensor, int] | None = None,
+    whole: torch.Tensor | None = None,
 ):
     """One pass over the gallery.
 
@@ -189,18 +204,59 @@ def _count_ahead(
             ``r`` when ``row_codes[r] == gallery_codes[j]``. ``None``: every item is visible.
         identities: ``(gallery_ids (G,), num_ids)``, identity codes in ``[0, num_ids)``; when
             given, also count per row the distinct identities ranked ahead of its first positive.
+        whole: the chunk's (n, G) scores against the whole gallery when they are already
+            computed (one gallery split); ``None``: computed here block by block.
 
-    Returns ``hist`` of shape (n, width): ``hist[r, m]`` is the number of (visible) gallery items
-    that rank ahead of exactly the ``m`` lowest-keyed positives of row ``r``; the positives'
-    scores as found in the similarity blocks; and, with ``identities``, the (n,) number of
-    distinct identities with a visible item ahead of each row's first positive (else ``None``).
+    Returns ``ahead`` of shape (n, width - 1): ``ahead[r, t]`` is the number of (visible) gallery
+    items ranked ahead of the positive of row ``r`` with the t-th smallest key (columns from
+    ``num_pos[r]`` on are padding); the positives' scores as found in the similarity blocks;
+    and, with ``identities``, the (n,) number of distinct identities with a visible item ahead
+    of each row's first positive (else ``None``).
     """
+    kernel = _compiled_kernel() if qa.device.type == "cpu" else None
+    count = _count_ahead_compiled if kernel is not None else _count_ahead_torch
+    return count(qa, g, chunk, pos_scores, gallery_splits, drop, identities, whole)
+
+
+def _similarity_blocks(qa, g, chunk, gallery_splits, block_scores, whole=None):
+    """Yield ``(start, block)`` for each gallery split: the (n, stop - start) float32 scores,
+    in a buffer reused from one split to the next (or ``whole`` as the one block); the
+    positives' scores found in the blocks are written to ``block_scores``."""
+    if whole is not None:
+        block_scores.copy_(whole[chunk.row_of, chunk.cols])
+        yield 0, whole
+        return
+    device = qa.device
+    n = chunk.n
+    bounds = torch.tensor([b for split in gallery_splits for b in split], device=device)
+    pos_bounds = torch.searchsorted(chunk.sorted_cols, bounds).view(-1, 2).tolist()
+    max_cols = max(stop - start for start, stop in gallery_splits)
+    block_buf = torch.empty(n * max_cols, dtype=torch.float32, device=device)
+    for (start, stop), (lo, hi) in zip(gallery_splits, pos_bounds):
+        block = block_buf[: n * (stop - start)].view(n, stop - start)
+        torch.matmul(qa, g[start:stop].T, out=block)
+        if hi > lo:
+            sel = chunk.col_order[lo:hi]
+            block_scores[sel] = block[chunk.row_of[sel], chunk.cols[sel] - start]
+        yield start, block
+
+
+def _sorted_key_table(chunk: _QueryChunk, pos_scores: torch.Tensor) -> torch.Tensor:
+    """(n * width,) each row's positive keys, ascending, padded with the largest int64."""
+    n, width = chunk.n, chunk.width
+    table = torch.full(
+        (n * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=pos_scores.device
+    )
+    table[chunk.slot] = _order_key(pos_scores, chunk.cols)
+    return torch.sort(table.view(n, width), dim=1)
+
+
+def _count_ahead_torch(qa, g, chunk, pos_scores, gallery_splits, drop, identities, whole):
+    """:func:`_count_ahead` in torch operations (any device): candidates, then a binary search
+    per candidate in its row's key table and a per-row histogram."""
     device = qa.device
     n, width = chunk.n, chunk.width
-    # Each row's positive keys, ascending, padded with the largest int64 (never below any key).
-    table = torch.full((n * width,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
-    table[chunk.slot] = _order_key(pos_scores, chunk.cols)
-    table = torch.sort(table.view(n, width), dim=1).values.view(-1)
+    table = _sorted_key_table(chunk, pos_scores).values.reshape(-1)
     # Lowest positive score of each row: only items scoring at least this can rank ahead of one.
     threshold = torch.full((n,), float("inf"), dtype=torch.float32, device=device)
     threshold.scatter_reduce_(0, chunk.row_of, pos_scores, reduce="amin")
@@ -214,20 +270,10 @@ def _count_ahead(
 
     hist = torch.zeros(n * width, dtype=torch.int64, device=device)
     block_scores = torch.empty_like(pos_scores)
-    bounds = torch.tensor([b for split in gallery_splits for b in split], device=device)
-    pos_bounds = torch.searchsorted(chunk.sorted_cols, bounds).view(-1, 2).tolist()
-    # Reused buffers for the similarity block and its candidate mask.
     max_cols = max(stop - start for start, stop in gallery_splits)
-    block_buf = torch.empty(n * max_cols, dtype=torch.float32, device=device)
     mask_buf = torch.empty(n * max_cols, dtype=torch.bool, device=device)
-    for (start, stop), (lo, hi) in zip(gallery_splits, pos_bounds):
-        cols_in_block = stop - start
-        block = block_buf[: n * cols_in_block].view(n, cols_in_block)
-        torch.matmul(qa, g[start:stop].T, out=block)
-        if hi > lo:
-            sel = chunk.col_order[lo:hi]
-            block_scores[sel] = block[chunk.row_of[sel], chunk.cols[sel] - start]
-        mask = mask_buf[: n * cols_in_block].view(n, cols_in_block)
+    for start, block in _similarity_blocks(qa, g, chunk, gallery_splits, block_scores, whole):
+        mask = mask_buf[: block.numel()].view(block.shape)
         torch.ge(block, threshold, out=mask)
         rows, cols = torch.nonzero(mask, as_tuple=True)
         if drop is not None and rows.numel():
@@ -256,9 +302,104 @@ def _count_ahead(
             slot.add_(below, alpha=step)
         slot += 1
         hist += torch.bincount(slot, minlength=hist.numel())
+    # hist[r, m]: items ahead of exactly the m lowest-keyed positives of row r, so the positive
+    # with the t-th smallest key has sum(hist[r, t + 1:]) items ahead of it.
     hist = hist.view(n, width)
+    ahead = torch.flip(torch.cumsum(torch.flip(hist, [1]), 1), [1])[:, 1:]
     ids_ahead = seen.view(n, num_ids).sum(1) if identities is not None else None
-    return hist, block_scores, ids_ahead
+    return ahead, block_scores, ids_ahead
+
+
+_KERNEL = None  # the compiled module once loaded; False when it is not built
+
+
+def _compiled_kernel():
+    """``plugins.evaluation._rank_kernel`` (built by ``pip install -e .``), or ``None``."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            from . import _rank_kernel
+
+            _KERNEL = _rank_kernel
+        except ImportError:
+            logger.warning(
+                "plugins.evaluation._rank_kernel is not built (pip install -e . compiles it): "
+                "ranking metrics fall back to torch operations, several times slower on the CPU"
+            )
+            _KERNEL = False
+    return _KERNEL or None
+
+
+# How the compiled pass counts a row: 0 picks per row; 1 always scans, 2 always binary-searches
+# (tests set it to reach both ways on any data).
+_KERNEL_MODE = 0
+_POOL = None
+
+
+def _thread_pool(workers: int):
+    """A shared pool for the kernel's row ranges (the kernel releases the GIL)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers != workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rank_metrics")
+    return _POOL
+
+
+def _count_ahead_compiled(qa, g, chunk, pos_scores, gallery_splits, drop, identities, whole):
+    """:func:`_count_ahead` on the CPU with the compiled pass: one scan of each block, split by
+    rows over ``torch.get_num_threads()`` threads."""
+    kernel = _compiled_kernel()
+    n, width = chunk.n, chunk.width
+    # Each row's positives sorted by key (last-ranked first), padded.
+    order = _sorted_key_table(chunk, pos_scores).indices
+    pscore = torch.full((n * width,), float("inf"), dtype=torch.float32)
+    pscore[chunk.slot] = pos_scores
+    pindex = torch.zeros(n * width, dtype=torch.int64)
+    pindex[chunk.slot] = chunk.cols
+    pscore = pscore.view(n, width).gather(1, order).contiguous()
+    pindex = pindex.view(n, width).gather(1, order).contiguous()
+    num_pos = chunk.num_pos.contiguous()
+    ahead = torch.zeros(n, width, dtype=torch.int64)
+    row_drop = gal_drop = gal_ids = seen = None
+    num_ids = 0
+    if drop is not None:
+        row_drop = drop[0].to(torch.int32).contiguous()
+        gal_drop = drop[1].to(torch.int32).contiguous()
+    if identities is not None:
+        gal_ids = identities[0].contiguous()
+        num_ids = identities[1]
+        seen = torch.zeros(n, num_ids, dtype=torch.uint8)
+
+    threads = max(1, min(torch.get_num_threads(), n))
+    parts = _balanced_splits(n, math.ceil(n / threads))
+    pool = _thread_pool(threads) if len(parts) > 1 else None
+    block_scores = torch.empty_like(pos_scores)
+    for start, block in _similarity_blocks(qa, g, chunk, gallery_splits, block_scores, whole):
+        args = (
+            block.data_ptr(),
+            block.shape[1],
+            block.shape[1],
+            start,
+            pscore.data_ptr(),
+            pindex.data_ptr(),
+            num_pos.data_ptr(),
+            width,
+            0 if row_drop is None else row_drop.data_ptr(),
+            0 if gal_drop is None else gal_drop[start:].data_ptr(),
+            0 if gal_ids is None else gal_ids[start:].data_ptr(),
+            0 if seen is None else seen.data_ptr(),
+            num_ids,
+            ahead.data_ptr(),
+        )
+        if pool is None:
+            kernel.count_rows(*args, 0, n, _KERNEL_MODE)
+        else:
+            jobs = [pool.submit(kernel.count_rows, *args, a, b, _KERNEL_MODE) for a, b in parts]
+            for job in jobs:
+                job.result()
+    ids_ahead = seen.sum(1, dtype=torch.int64) if seen is not None else None
+    return ahead[:, : width - 1], block_scores, ids_ahead
 
 
 def _check_args(topk, chunk_size, gallery_chunk, q, g, q_ids, g_ids) -> list[int]:
@@ -338,6 +479,11 @@ def _ranked_sums(
     if unique_ids:
         identities = (torch.as_tensor(g_codes, dtype=torch.int64).to(device), num_codes)
 
+    budget = chunk_size * gallery_chunk
+    if num_g and budget // num_g >= _MIN_WHOLE_GALLERY_ROWS:
+        # The whole gallery fits in one block of the same size (more or fewer queries): one block
+        # per query chunk, from which the positives' scores are read (no separate product).
+        chunk_size, gallery_chunk = budget // num_g, num_g
     gallery_splits = _balanced_splits(num_g, gallery_chunk)
     min_width = num_codes if unique_ids else 0
     t0 = time.perf_counter()
@@ -357,24 +503,30 @@ def _ranked_sums(
         qa = q[chunk.query_index]
         drop = None if q_drop is None else (q_drop_dev[chunk.query_index], g_drop_dev)
 
-        scores = _positive_scores(qa, g, chunk, gallery_chunk)
-        hist, block_scores, ids_ahead = _count_ahead(
-            qa, g, chunk, scores, gallery_splits, drop, identities
-        )
+        if len(gallery_splits) == 1:
+            whole = qa @ g.T
+            scores = whole[chunk.row_of, chunk.cols]
+            ahead, block_scores, ids_ahead = _count_ahead(
+                qa, g, chunk, scores, gallery_splits, drop, identities, whole
+            )
+            del whole
+        else:
+            scores = _positive_scores(qa, g, chunk, gallery_chunk)
+            ahead, block_scores, ids_ahead = _count_ahead(
+                qa, g, chunk, scores, gallery_splits, drop, identities
+            )
         if not torch.equal(block_scores, scores):
             # The separate matmul rounded some positive differently from the blocks: recount with
             # the block values, which are the ones every other gallery item is compared with.
             scores = block_scores
-            hist, block_scores, ids_ahead = _count_ahead(
+            ahead, block_scores, ids_ahead = _count_ahead(
                 qa, g, chunk, scores, gallery_splits, drop, identities
             )
             if not torch.equal(block_scores, scores):
                 raise RuntimeError("matmul is not deterministic; cannot rank exactly")
 
         # The positive with the t-th smallest key (t = 0, 1, ...) of row r has
-        # rank = 1 + #(items ahead of it) = 1 + sum(hist[r, t + 1:]), and is the
-        # (num_pos[r] - t)-th positive in the ranking.
-        ahead = torch.flip(torch.cumsum(torch.flip(hist, [1]), 1), [1])[:, 1:]
+        # rank = 1 + ahead[r, t] and is the (num_pos[r] - t)-th positive in the ranking.
         t = torch.arange(chunk.width - 1, device=device)
         npos = chunk.num_pos[:, None]
         valid = t < npos
@@ -493,7 +645,9 @@ def rank_metrics(
         topk: ranks k reported as ``R{k}`` (percent of queries whose first positive has rank <= k).
         **options: the streaming's keyword options (shared with :func:`vi_rank_metrics`):
 
-            - ``chunk_size`` (int, 1024): queries per similarity block.
+            - ``chunk_size`` (int, 1024): queries per similarity block. When a block of
+              ``chunk_size * gallery_chunk`` scores holds at least 128 queries against the whole
+              gallery, the queries per block are set so that it does (one block per chunk).
             - ``device``: torch device for the computation; CPU when ``None`` (the default).
             - ``gallery_chunk`` (int, 8192): gallery items per similarity block. A block holds
               ``chunk_size * gallery_chunk`` float32 scores (32 MB with the defaults); its

@@ -1,11 +1,13 @@
 """One trainer for every method: fast-reid's ``DefaultTrainer`` with the plugin's loaders and evaluators."""
 
+import contextlib
 import json
 import logging
 import math
 import os
 from collections import OrderedDict
 
+import fastreid.engine.defaults as fastreid_defaults
 import numpy as np
 import torch
 from fastreid.engine import DefaultTrainer, hooks
@@ -40,9 +42,14 @@ class PluginTrainer(DefaultTrainer):
     """``DefaultTrainer`` that knows caption datasets and cross-modal evaluation.
 
     Optimizer groups follow ``SOLVER.PARAM_GROUPS`` (plugins.engine.optimizer); caption datasets
-    use the plugin's resumable samplers. LR schedule, hooks and DDP are fast-reid's. Datasets
-    that are not the plugin's go through fast-reid's own loaders and ``ReidEvaluator``.
+    use the plugin's resumable samplers. LR schedule and hooks are fast-reid's; so is DDP, which
+    here also wraps CPU models (gloo, ``plugins.engine.launch``). Datasets that are not the
+    plugin's go through fast-reid's own loaders and ``ReidEvaluator``.
     """
+
+    def __init__(self, cfg):
+        with ddp_on_every_device():
+            super().__init__(cfg)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -336,6 +343,30 @@ class PluginTrainer(DefaultTrainer):
             f"({trainable / 1e6:.2f}M trainable) on {cfg.MODEL.DEVICE}"
         )
         return model
+
+
+@contextlib.contextmanager
+def ddp_on_every_device():
+    """While active, ``DefaultTrainer.__init__``'s DDP wrap also works on the CPU.
+
+    fast-reid wraps with ``device_ids=[local_rank]``, which DDP refuses for a CPU module: on the
+    CPU no device ids are passed. On every device ``find_unused_parameters`` is on, since
+    without it the second step fails for a model with a trainable parameter that no loss
+    reaches (a branch switched off by its config).
+    """
+    original = fastreid_defaults.DistributedDataParallel
+
+    def wrap(module, device_ids=None, **kwargs):
+        if next(module.parameters()).device.type == "cpu":
+            device_ids = None
+        kwargs.setdefault("find_unused_parameters", True)
+        return original(module, device_ids=device_ids, **kwargs)
+
+    fastreid_defaults.DistributedDataParallel = wrap
+    try:
+        yield
+    finally:
+        fastreid_defaults.DistributedDataParallel = original
 
 
 def step_seed(seed, iteration, rank=0):

@@ -7,6 +7,7 @@ from fastreid.utils.events import get_event_storage
 from torch import nn
 
 from .clip import CLIPImageEncoder, CLIPTextEncoder, build_clip_model_from_cfg
+from .distributed import gather_batch
 from .fusion import TokenFusion
 from .losses import id_loss, sdm_loss
 
@@ -176,7 +177,9 @@ class CLIPRetrieval(RetrievalModel):
         return sdm_loss(image_feats, text_feats, pids, self.logit_scale)
 
     def alignment_losses(self, image_feats, text_feats, pids):
-        """``loss_sdm`` (+ ``loss_id``) of global features (B, D) and (B, D); pids (B,)."""
+        """``loss_sdm`` (+ ``loss_id``) of global features (B, D) and (B, D); pids (B,), over
+        the global batch of all processes."""
+        image_feats, text_feats, pids = gather_batch(image_feats, text_feats, pids)
         out = {"loss_sdm": self.sdm(image_feats, text_feats, pids) * self.sdm_weight}
         if self.id_weight > 0:
             out["loss_id"] = self.identity_losses(image_feats, text_feats, pids)

@@ -7,6 +7,7 @@ from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
 from plugins.engine.stages import Stage
+from plugins.modeling.distributed import gather_batch
 from plugins.modeling.losses import id_loss, wrt_loss
 from plugins.modeling.prompts import encode_prompt, prompt_token_ids
 from plugins.modeling.retrieval import put_scalars
@@ -154,6 +155,7 @@ class CLIP4VIReID(VICLIPModel):
         with torch.no_grad():  # E_v and E_s are frozen
             image_feats = self.visual(images, codes)
         text_feats = self.identity_text(pids)
+        image_feats, text_feats, pids = gather_batch(image_feats, text_feats, pids)
         scale = self.logit_scale
         return {
             "loss_v2t": identity_contrastive_loss(image_feats, text_feats, pids, pids, scale),
@@ -166,6 +168,7 @@ class CLIP4VIReID(VICLIPModel):
             maps = self.visual.specific(images, codes)
         image_feats = self.visual.shared_forward(maps)
         text_feats = self.stored_text_bank()[pids]
+        image_feats, text_feats, pids = gather_batch(image_feats, text_feats, pids)
         scale = self.logit_scale
         return {
             "loss_r2t": identity_contrastive_loss(image_feats, text_feats, pids, pids, scale),
@@ -174,8 +177,9 @@ class CLIP4VIReID(VICLIPModel):
 
     def hsa_losses(self, batch):
         pids = batch["targets"].to(self.device)
-        vis, ir = modality_masks(batch["modalities"], pids.shape[0], self.device)
-        feats = self.image_features(batch)
+        modalities = torch.as_tensor(batch["modalities"], device=self.device)
+        feats, pids, modalities = gather_batch(self.image_features(batch), pids, modalities)
+        vis, ir = modality_masks(modalities, pids.shape[0], self.device)
         bank = self.identity_text(torch.arange(self.num_classes, device=self.device))
         scale = self.logit_scale
         logits = self.identity_logits(feats)

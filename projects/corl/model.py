@@ -14,6 +14,7 @@ from plugins.data.build import load_images
 from plugins.data.captions import tokenize
 from plugins.data.transforms import PairTransform
 from plugins.engine.stages import FeatureTrainSet, Stage, load_or_build_cache, tensor_fingerprint
+from plugins.modeling.distributed import gather_batch
 from plugins.modeling.losses import sdm_loss
 from plugins.modeling.retrieval import RetrievalModel, batch_t2i_accuracy, put_scalars
 
@@ -228,6 +229,7 @@ class CoRL(RetrievalModel):
         z_v = batch["image_embeds"].to(self.device)
         z_t = batch["text_embeds"].to(self.device)
         pids = batch["targets"].to(self.device)
+        z_v, z_t, pids = gather_batch(z_v, z_t, pids)
         z_hat = self.ves(z_v, self.text_encoder)
         w = self.s1_weights
         out = {}
@@ -254,6 +256,7 @@ class CoRL(RetrievalModel):
         v = self.image_tokens(batch)[2][:, 0]
         text_ids = batch["text_mlm"] if self.masked_text else batch["text"]
         t = self.text_tokens(text_ids)[1]
+        v, t, pids, image_ids = gather_batch(v, t, pids, image_ids)
         out = {}
         if self.matching == "ibm":
             out["loss_ibm"] = self.ibm_weight * ibm_loss(v, t, pids, image_ids, **self.bounds)

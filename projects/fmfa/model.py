@@ -3,6 +3,7 @@
 import torch
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
+from plugins.modeling.distributed import gather_batch
 from plugins.modeling.irra import IRRA
 from plugins.modeling.retrieval import put_scalars
 
@@ -92,12 +93,14 @@ class FMFA(IRRA):
         if self.a_sdm:
             out["loss_asdm"] = out.pop("loss_sdm")
         if self.efa_weight > 0:
-            terms = efa_losses(
+            # EFA's hard negatives come from the other captions and images of the batch: the
+            # global batch of all processes.
+            text_tokens, text_mask, image_tokens = gather_batch(
                 feats["text_tokens"],
                 self.efa_text_mask(feats["text_padding"]),
                 feats["image_tokens"][:, 1:],
-                **self.efa_options,
             )
+            terms = efa_losses(text_tokens, text_mask, image_tokens, **self.efa_options)
             put_scalars(**{f"efa_{k}": v.detach() for k, v in terms.items()})
             out["loss_efa"] = sum(terms.values()) * self.efa_weight
         return out

@@ -11,6 +11,7 @@ from plugins.modeling.cross_modal import (
     masked_accuracy,
     masked_token_loss,
 )
+from plugins.modeling.distributed import gather_batch
 from plugins.modeling.fusion import TokenFusion
 from plugins.modeling.losses import sdm_loss
 from plugins.modeling.retrieval import RetrievalModel, batch_t2i_accuracy, put_scalars
@@ -158,7 +159,7 @@ class MGANet(RetrievalModel):
         pids = batch["targets"].to(self.device)
         rgb, thermal, fused = self.image_tokens(batch)
         l2_tokens, l2_global, l2_padding = self.caption_features(batch["text_mlm"])
-        fused_global = fused[:, 0]
+        fused_global, l2_global, pids = gather_batch(fused[:, 0], l2_global, pids)
 
         out = {
             "loss_sdm": sdm_loss(fused_global, l2_global, pids, self.logit_scale) * self.sdm_weight
@@ -177,7 +178,7 @@ class MGANet(RetrievalModel):
                 l3 = self.caption_features(batch["text_nocolor_mlm"])
 
         if self.mab_weight > 0:
-            loss = mab_loss(rgb[:, 0], l1[1], thermal[:, 0], l3[1], self.tau2)
+            loss = mab_loss(*gather_batch(rgb[:, 0], l1[1], thermal[:, 0], l3[1]), self.tau2)
             out["loss_mab"] = loss * self.mab_weight
 
         if self.frt_weight > 0:

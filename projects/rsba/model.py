@@ -6,6 +6,7 @@ import torch
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
+from plugins.modeling.distributed import gather_batch
 from plugins.modeling.losses import id_loss
 from plugins.modeling.retrieval import put_scalars
 from plugins.modeling.two_stream import VICLIPModel, paired_halves
@@ -100,8 +101,9 @@ class RSBA(VICLIPModel):
 
     def losses(self, batch):
         pids = batch["targets"].to(self.device)
-        vis_idx, ir_idx = paired_halves(batch["modalities"], pids)
-        feats = self.image_features(batch)
+        modalities = torch.as_tensor(batch["modalities"], device=self.device)
+        feats, pids, modalities = gather_batch(self.image_features(batch), pids, modalities)
+        vis_idx, ir_idx = paired_halves(modalities, pids)
         logits = self.identity_logits(feats)
         p = pids[vis_idx]
         f_vis, f_ir = feats[vis_idx], feats[ir_idx]
@@ -118,7 +120,7 @@ class RSBA(VICLIPModel):
                 "RSBA aligns images with captions: set DATASETS.VI_CAPTIONS to the caption file "
                 "(image path -> caption; check it with tools/check_captions.py)"
             )
-        text = self.text(batch["text"].to(self.device))[0]
+        text = gather_batch(self.text(batch["text"].to(self.device))[0])
         t_vis, t_ir = text[vis_idx], text[ir_idx]
         m_vis, m_ir = t_vis, t_ir
         if self.cvsc:

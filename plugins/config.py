@@ -96,6 +96,9 @@ def add_plugins_config(cfg):
     # initialised layers at NEW_LAYERS_LR_FACTOR, WEIGHT_DECAY on weights and norms alike).
     _C.SOLVER.PARAM_GROUPS = "fastreid"
     _C.SOLVER.NEW_LAYERS_LR_FACTOR = 5.0  # IRRA's lr_factor
+    # Autocast dtype of SOLVER.AMP (plugins.engine.amp): "bfloat16" (fp32's exponent range, no
+    # gradient scaling, CPU or Ampere+ GPU) or "float16" (CUDA only, with a GradScaler).
+    _C.SOLVER.AMP.DTYPE = "bfloat16"
     # Adam / AdamW betas and eps (torch's defaults; IRRA trains with eps 1e-3).
     _C.SOLVER.ADAM_BETAS = [0.9, 0.999]
     _C.SOLVER.ADAM_EPS = 1e-8

@@ -143,3 +143,39 @@ def test_eval_only_without_weights_is_a_clear_error(rgbt, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode != 0
     assert "--eval-only needs a trained checkpoint" in proc.stderr
+
+
+def test_bf16_autocast_training_through_train_net(rgbt, tmp_path):
+    """``SOLVER.AMP.ENABLED`` trains in bf16 autocast on the CPU (fast-reid's AMP would fall
+    back to fp32), its weights differ from the fp32 run's, the logged losses reach metrics.json although
+    the step defers them, the weights stay fp32, and ``--eval-only`` reproduces the results."""
+    out_dir = tmp_path / "bf16"
+    opts = ["SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2"]
+    opts += ["SOLVER.LOG_PERIOD", "3", "SOLVER.AMP.ENABLED", "True", "OUTPUT_DIR", str(out_dir)]
+    out = train_net("configs/Demo/clip_sdm_add.yml", rgbt, *opts)
+    assert "Training step in bf16 autocast on cpu" in out
+    assert "training in fp32" not in out
+
+    with open(out_dir / "metrics.json") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    with_loss = [r for r in records if "total_loss" in r]
+    assert with_loss and all(torch.isfinite(torch.tensor(r["total_loss"])) for r in with_loss)
+    final = torch.load(out_dir / "model_final.pth", map_location="cpu")
+    max_iter = final["iteration"]
+    # written at the log period and at each epoch's end, each record at its own iteration
+    assert with_loss[-1]["iteration"] == max_iter - 1
+    floats = [v for v in final["model"].values() if v.is_floating_point()]
+    assert all(v.dtype == torch.float32 for v in floats)  # master weights stay fp32
+
+    # The same seeded run in fp32 ends elsewhere: the autocast really changed the arithmetic.
+    fp32_opts = opts[:-3] + ["False", "OUTPUT_DIR", str(tmp_path / "fp32")]
+    train_net("configs/Demo/clip_sdm_add.yml", rgbt, *fp32_opts)
+    fp32 = torch.load(tmp_path / "fp32" / "model_final.pth", map_location="cpu")["model"]
+    key = "image_encoder.visual.conv1.weight"
+    assert not torch.equal(fp32[key], final["model"][key])
+    assert torch.allclose(fp32[key], final["model"][key], atol=0.05)
+
+    eval_only_reproduces(
+        "configs/Demo/clip_sdm_add.yml", rgbt, opts, out_dir / "model_final.pth",
+        tmp_path / "eval", "RGBTPEDES", out,
+    )  # fmt: skip

@@ -455,6 +455,10 @@ class InterruptHook(HookBase):
             return
         trainer = self.trainer
         signum = self.signum or signal.SIGTERM
+        # The steps' deferred metrics first: a non-finite loss stops here, before it is saved.
+        flush = getattr(trainer, "flush_metrics", None)
+        if flush is not None:
+            flush()
         # trainer.iter iterations are finished; the epoch in progress is not.
         trainer.checkpointer.save(INTERRUPTED_NAME, epoch=trainer.epoch - 1, iteration=trainer.iter)
         path = os.path.join(trainer.checkpointer.save_dir, f"{INTERRUPTED_NAME}.pth")

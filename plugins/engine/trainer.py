@@ -32,6 +32,7 @@ from ..data.vi_build import build_vi_test_loader, build_vi_train_loader
 from ..evaluation.retrieval_evaluator import RetrievalEvaluator
 from ..evaluation.timing import InferenceTimer
 from ..evaluation.vi_evaluator import VIReIDEvaluator
+from .amp import PrecisionTrainer
 from .checkpoint import Checkpointer, EvalCheckpointHook, InterruptHook
 from .optimizer import build_plugin_optimizer
 
@@ -50,6 +51,12 @@ class PluginTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with ddp_on_every_device():
             super().__init__(cfg)
+        # fast-reid's SimpleTrainer / AMPTrainer (CUDA fp16 only, a sync per loss per step)
+        # give way to the plugin's step runner: SOLVER.AMP in bf16 or fp16 on CUDA, bf16 on the
+        # CPU, and metrics kept on the device until they are written.
+        self._trainer = PrecisionTrainer.from_config(
+            self.cfg, self._trainer, iters_per_epoch=self.iters_per_epoch, max_iter=self.max_iter
+        )
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -93,6 +100,10 @@ class PluginTrainer(DefaultTrainer):
                 f"{cfg.SOLVER.DELAY_EPOCHS}: train longer or warm up for less."
             )
         return super().build_lr_scheduler(cfg, optimizer, iters_per_epoch)
+
+    def flush_metrics(self):
+        """Write the training steps' metrics still held on the device (``PrecisionTrainer``)."""
+        self._trainer.flush_metrics()
 
     @property
     def train_sampler(self):

@@ -163,12 +163,13 @@ def masked_token_loss(logits, labels):
 
     Returns:
         Tensor: () the mean loss; 0 (still connected to ``logits`` for autograd) when nothing is
-        masked.
+        masked. Computed without reading the mask on the host (no host-device sync).
     """
-    mask = labels != 0
-    if not bool(mask.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[mask].float(), labels[mask])
+    vocab = logits.shape[-1]
+    total = F.cross_entropy(
+        logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=0, reduction="sum"
+    )
+    return total / (labels != 0).sum().clamp(min=1)
 
 
 @torch.no_grad()
@@ -180,9 +181,26 @@ def masked_accuracy(logits, labels):
         labels (LongTensor): (B, L) or (M,), 0 at unmasked positions.
 
     Returns:
-        Tensor: () accuracy in [0, 1]; NaN when nothing is masked.
+        Tensor: () accuracy in [0, 1]; NaN when nothing is masked (0 / 0, without a sync).
     """
     mask = labels != 0
-    if not bool(mask.any()):
-        return torch.tensor(float("nan"), device=logits.device)
-    return (logits[mask].argmax(dim=-1) == labels[mask]).float().mean()
+    hits = (logits.argmax(dim=-1) == labels) & mask
+    return hits.sum() / mask.sum()
+
+
+def gather_masked(mask, *tensors):
+    """The rows of ``tensors`` at the positions where ``mask`` is true, in row-major order.
+
+    One ``nonzero`` (the single host-device sync: the result's size is the mask's count), then
+    ``index_select``s, whose backward needs no sync (a boolean index needs one per use, and one
+    more in its backward).
+
+    Args:
+        mask (BoolTensor): (B, L).
+        tensors (Tensor): each (B, L, ...).
+
+    Returns:
+        tuple: each (M, ...), M = the number of true entries.
+    """
+    index = mask.reshape(-1).nonzero().squeeze(1)
+    return tuple(t.reshape(-1, *t.shape[2:]).index_select(0, index) for t in tensors)

@@ -5,7 +5,13 @@ FMFA extends, shared here so that every method built on it reuses one implementa
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
-from .cross_modal import CrossModalTransformer, MLMHead, masked_accuracy, masked_token_loss
+from .cross_modal import (
+    CrossModalTransformer,
+    MLMHead,
+    gather_masked,
+    masked_accuracy,
+    masked_token_loss,
+)
 from .retrieval import CLIPRetrieval, put_scalars
 
 
@@ -109,11 +115,11 @@ class IRRA(CLIPRetrieval):
         tokens, _, padding = self.caption_features(batch["text_mlm"])
         recon = self.irr["cross"](tokens, image_tokens, padding)
         labels = batch["text_mlm_labels"].to(self.device, non_blocking=True)
-        mask = labels != 0
-        logits = self.irr["mlm"](recon[mask])
-        if bool(mask.any()):
-            put_scalars(mlm_acc=masked_accuracy(logits, labels[mask]))
-        return masked_token_loss(logits, labels[mask])
+        # The vocabulary head runs on the masked positions only (IRRA's runs on all of them).
+        recon, labels = gather_masked(labels != 0, recon, labels)
+        logits = self.irr["mlm"](recon)
+        put_scalars(mlm_acc=masked_accuracy(logits, labels))
+        return masked_token_loss(logits, labels)
 
 
 __all__ = ["IRRA"]

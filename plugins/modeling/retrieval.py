@@ -13,12 +13,18 @@ from .losses import id_loss, sdm_loss
 
 
 def put_scalars(**scalars):
-    """Log scalars to fast-reid's event storage when training under a trainer."""
+    """Log scalars to fast-reid's event storage when training under a trainer.
+
+    Tensors are passed on detached, not converted: fast-reid's storage converts them itself,
+    and the plugin's step runner (``plugins.engine.amp``) keeps them on the device until its
+    log period, so logging costs no host-device sync inside the step."""
     try:
         storage = get_event_storage()
     except AssertionError:  # no trainer running (unit tests, scripts)
         return
-    storage.put_scalars(**{k: float(v) for k, v in scalars.items()})
+    storage.put_scalars(
+        **{k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in scalars.items()}
+    )
 
 
 def require_training_parts(model):

@@ -188,6 +188,13 @@ def _prototypes(feats: torch.Tensor, inverse: torch.Tensor, count: int) -> torch
     return F.normalize(sums, dim=1)
 
 
+def _log_relations(feats, slot, used, tau):
+    """log r_i (B, B): log-softmax over the used prototype slots; 0 at the unused ones, where
+    the relation is 0 and so is every KL term."""
+    logits = feats @ _prototypes(feats, slot, len(slot)).t() / tau
+    return F.log_softmax(logits.masked_fill(~used, float("-inf")), dim=1).masked_fill(~used, 0.0)
+
+
 def crcl_loss(
     image_feats: torch.Tensor, virtual_feats: torch.Tensor, pids: torch.Tensor, tau: float = 0.02
 ) -> torch.Tensor:
@@ -209,10 +216,13 @@ def crcl_loss(
     """
     v = F.normalize(image_feats, dim=1)
     t = F.normalize(virtual_feats, dim=1)
-    _, inverse = torch.unique(pids.to(v.device), return_inverse=True)
-    count = int(inverse.max()) + 1
-    log_rv = F.log_softmax(v @ _prototypes(v, inverse, count).t() / tau, dim=1)
-    log_rt = F.log_softmax(t @ _prototypes(t, inverse, count).t() / tau, dim=1)
+    # One prototype slot per batch position, used by the identity's first sample: the number of
+    # identities is never read on the host (torch.unique would stall a CUDA step).
+    pids = pids.to(v.device, non_blocking=True)
+    slot = (pids[:, None] == pids[None, :]).float().argmax(dim=1)  # first same-pid position
+    used = slot == torch.arange(len(pids), device=v.device)
+    log_rv = _log_relations(v, slot, used, tau)
+    log_rt = _log_relations(t, slot, used, tau)
     kl_tv = (log_rt.exp() * (log_rt - log_rv)).sum(dim=1)
     kl_vt = (log_rv.exp() * (log_rv - log_rt)).sum(dim=1)
     return (kl_tv + kl_vt).sum() / (2 * v.shape[0])

@@ -292,8 +292,10 @@ def efa_losses(
     Returns:
         dict: () tensors ``t2e``, ``e2t``, ``i2e``, ``e2i``; their sum is L_efa (Eq. 12).
     """
-    if not bool(text_valid.any(dim=1).all()):
-        raise ValueError("every caption needs at least one position taking part in EFA")
+    # Checked on the device: a host-side check would stall a CUDA step until it gets here.
+    torch._assert_async(
+        text_valid.any(dim=1).all(), "every caption needs at least one position taking part in EFA"
+    )
     num_patches = patch_tokens.shape[1]
     sim = token_patch_similarity(text_tokens, patch_tokens)
     agg = sparse_aggregation_weights(sim, sigma_scale / num_patches)

@@ -88,7 +88,15 @@ def semantic_consistency_loss(
         nothing is masked.
     """
     mask = labels != 0
-    if not bool(mask.any()):
-        return reconstructed.sum() * 0.0
-    cos = F.cosine_similarity(reconstructed[mask], target.detach()[mask], dim=-1)
-    return 1.0 - cos.mean()
+    # Over all positions, then masked: no host-device sync for the mask's count.
+    cos = F.cosine_similarity(reconstructed, target.detach(), dim=-1)
+    count = mask.sum()
+    return (1.0 - (cos * mask).sum() / count.clamp(min=1)) * (count > 0)
+
+
+def masked_mean(values, mask):
+    """Mean of ``values`` where ``mask`` is true, without a host-device sync; NaN when none is.
+
+    values (Tensor): (B, L), mask (BoolTensor): (B, L) -> Tensor: ()
+    """
+    return (values * mask).sum() / mask.sum()

@@ -8,6 +8,7 @@ from torch import nn
 from plugins.modeling.cross_modal import (
     CrossModalTransformer,
     MLMHead,
+    gather_masked,
     masked_accuracy,
     masked_token_loss,
 )
@@ -17,7 +18,7 @@ from plugins.modeling.losses import sdm_loss
 from plugins.modeling.retrieval import RetrievalModel, batch_t2i_accuracy, put_scalars
 
 from .atf import AdaptiveTokenFusion
-from .losses import mab_loss, semantic_consistency_loss
+from .losses import mab_loss, masked_mean, semantic_consistency_loss
 
 MGANET_FUSIONS = ("atf", "add", "cat")
 
@@ -184,11 +185,10 @@ class MGANet(RetrievalModel):
         if self.frt_weight > 0:
             recon = self.heads["frt"](l2_tokens, fused, l2_padding)
             labels = self._labels(batch, "text_mlm")
-            mask = labels != 0
-            logits = self.heads["mlm"](recon[mask])
-            out["loss_frt"] = masked_token_loss(logits, labels[mask]) * self.frt_weight
-            if bool(mask.any()):
-                scalars["frt_acc"] = masked_accuracy(logits, labels[mask])
+            recon, labels = gather_masked(labels != 0, recon, labels)
+            logits = self.heads["mlm"](recon)
+            out["loss_frt"] = masked_token_loss(logits, labels) * self.frt_weight
+            scalars["frt_acc"] = masked_accuracy(logits, labels)
 
         for name, weight, text, image, target_key in (
             ("vrt", self.vrt_weight, l1, rgb, "text"),
@@ -202,10 +202,9 @@ class MGANet(RetrievalModel):
             recon = self.heads[name](text[0], image, text[2])
             labels = self._labels(batch, masked_key)
             out[f"loss_{name}"] = semantic_consistency_loss(recon, target, labels) * weight
-            mask = labels != 0
-            if bool(mask.any()):
-                with torch.no_grad():
-                    cos = F.cosine_similarity(recon[mask], target[mask], dim=-1).mean()
-                scalars[f"{name}_cos"] = cos
+            with torch.no_grad():
+                scalars[f"{name}_cos"] = masked_mean(
+                    F.cosine_similarity(recon, target, dim=-1), labels != 0
+                )
         put_scalars(**scalars)
         return out

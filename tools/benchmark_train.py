@@ -577,7 +577,12 @@ def print_loader_rate(cfg, args, batch_size, rows, device):
         f"training loader ({workers} workers, {args.loader_batches} batches of {batch_size} from "
         f"{', '.join(cfg.DATASETS.NAMES)}): {rate:.1f} images/s; the {fastest['precision']} step "
         f"takes {fastest['images_s']:.1f} images/s: the loader {verdict}"
-        + (f" (about {math.ceil(needed)} workers at this rate per worker)" if workers else "")
+        + (
+            f" (about {math.ceil(needed)} worker{'s' if math.ceil(needed) != 1 else ''} at this "
+            "rate per worker)"
+            if workers
+            else ""
+        )
     )
 
 

@@ -57,6 +57,8 @@ class PluginTrainer(DefaultTrainer):
         self._trainer = PrecisionTrainer.from_config(
             self.cfg, self._trainer, iters_per_epoch=self.iters_per_epoch, max_iter=self.max_iter
         )
+        if self._trainer.grad_scaler is not None:  # float16: a resumed run keeps its scale
+            self.checkpointer.checkpointables["grad_scaler"] = self._trainer.grad_scaler
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -38,8 +38,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
@@ -51,6 +49,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from plugins.benchmarking import cpu_model, peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 
 DIM = 512
 # Norm of the per-sample noise relative to the unit identity centre; None: no identity structure.
@@ -163,26 +163,6 @@ def reference_metrics(q, g, q_pids, g_pids, topk=TOPK) -> dict:
 # ----------------------------------------------------------------------------- worker
 
 
-def _rss_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _release_free_memory() -> None:
     gc.collect()
     try:
@@ -210,17 +190,15 @@ def worker(size: str, kind: str, method: str, progress: bool) -> dict:
 
     q, g, q_pids, g_pids = make_data(size, kind)
     _release_free_memory()
-    baseline = _rss_mb("VmRSS")
-    peak_reset = _reset_peak_rss()
+    baseline = rss_mb("VmRSS")
+    peak_reset = reset_peak_rss()
     t0 = time.perf_counter()
     if method == "reference":
         metrics = reference_metrics(q, g, q_pids, g_pids)
     else:
         metrics = rank_metrics(q, g, q_pids, g_pids, topk=TOPK, progress=progress)
     wall = time.perf_counter() - t0
-    peak = _rss_mb("VmHWM") if peak_reset else None
-    if peak is None:  # no resettable counter: lifetime peak of the process
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = peak_rss_mb()  # without a resettable counter: the process's lifetime peak
     matmul = None
     if method == "rank_metrics":
         # In the same process, after the memory figures: the bare matmul, then (at the smaller
@@ -259,15 +237,7 @@ def run_child(size: str, kind: str, method: str, progress: bool) -> dict:
 
 
 def machine_info() -> str:
-    model = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (

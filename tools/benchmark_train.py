@@ -44,7 +44,6 @@ import argparse
 import copy
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -60,14 +59,14 @@ from fastreid.modeling.meta_arch import build_model  # noqa: E402
 from torch.utils import flop_counter  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from plugins.benchmarking import cpu_model, peak_rss_mb, reset_peak_rss  # noqa: E402
 from plugins.data import captions  # noqa: E402
-from plugins.data.build import TextViews, is_text_dataset, loads_thermal  # noqa: E402
-from plugins.data.datasets.vi_reid import is_vi_dataset  # noqa: E402
+from plugins.data.build import TextViews, loads_thermal  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
 from plugins.engine.amp import PrecisionTrainer, step_precision  # noqa: E402
 from plugins.engine.optimizer import build_plugin_optimizer  # noqa: E402
 from plugins.engine.syncs import HostSyncCounter  # noqa: E402
-from plugins.engine.trainer import PluginTrainer  # noqa: E402
+from plugins.engine.trainer import PluginTrainer, training_task  # noqa: E402
 
 PRECISIONS = {"fp32": (False, "bfloat16"), "bf16": (True, "bfloat16"), "fp16": (True, "float16")}
 
@@ -156,15 +155,14 @@ def parse_args(argv=None):
 
 
 def task_of(cfg):
-    """``"text"`` (caption datasets, TIPR and text-RGBT) or ``"vi"`` (VI-ReID datasets)."""
-    names = list(cfg.DATASETS.NAMES)
-    if all(is_text_dataset(n) for n in names):
-        return "text"
-    if all(is_vi_dataset(n) for n in names):
-        return "vi"
-    raise ValueError(
-        f"DATASETS.NAMES={names}: the benchmark knows caption and visible-infrared datasets only."
-    )
+    """``training_task``, for the caption and visible-infrared datasets this tool knows."""
+    task = training_task(cfg)
+    if task == "fastreid":
+        raise ValueError(
+            f"DATASETS.NAMES={list(cfg.DATASETS.NAMES)}: the benchmark knows caption and "
+            "visible-infrared datasets only."
+        )
+    return task
 
 
 def synthetic_captions(n, seed):
@@ -222,28 +220,15 @@ def _sync(device):
 def _reset_peak_memory(device):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # "5" resets the kernel's peak-RSS counter (VmHWM) to the current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    else:
+        reset_peak_rss()
 
 
 def peak_memory_mb(device):
     """GPU: peak allocated since the reset; CPU: peak resident set size (VmHWM)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def peak_tflops(device, precision, tf32, override=0.0):
@@ -391,14 +376,7 @@ def encode_throughput(cfg, model, precision, device, batches, text_model, seed=0
 
 
 def machine_line(device):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU (CPU run)"
     cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
     return (

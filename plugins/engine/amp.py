@@ -220,11 +220,7 @@ class PrecisionTrainer(SimpleTrainer):
         Returns:
             tuple: (loss dict, ``_DeferredScalars`` holding what the model put).
         """
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # no EventStorage open (scripts, tests): the scalars are dropped
-            storage = None
-        scalars = _DeferredScalars(storage)
+        scalars = _DeferredScalars(_open_storage())
         _CURRENT_STORAGE_STACK.append(scalars)
         try:
             with self.precision.autocast():
@@ -267,10 +263,7 @@ class PrecisionTrainer(SimpleTrainer):
         gathered = comm.gather([(losses, data_time) for _, losses, _, _, data_time in steps])
         if not comm.is_main_process():
             return
-        try:
-            storage = get_event_storage()
-        except AssertionError:
-            storage = None
+        storage = _open_storage()
         current = storage.iter if storage is not None else None
         try:
             for i, (iteration, losses, scalars, hints, _) in enumerate(steps):
@@ -294,6 +287,15 @@ class PrecisionTrainer(SimpleTrainer):
         finally:
             if storage is not None:
                 storage.iter = current
+
+
+def _open_storage():
+    """fast-reid's current event storage, or None outside one (scripts, tests): then model
+    scalars are dropped and only the non-finite loss check runs."""
+    try:
+        return get_event_storage()
+    except AssertionError:
+        return None
 
 
 def _to_host(tensors):

@@ -62,19 +62,13 @@ class PluginTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        names = list(cfg.DATASETS.NAMES)
-        text = [is_text_dataset(n) for n in names]
-        vi = [is_vi_dataset(n) for n in names]
-        if all(text):
+        task = training_task(cfg)
+        if task == "text":
             logger.info("Prepare caption training set")
             return build_text_train_loader(cfg)
-        if all(vi):
+        if task == "vi":
             logger.info("Prepare visible-infrared training set")
             return build_vi_train_loader(cfg)
-        if any(text) or any(vi):
-            raise ValueError(
-                f"DATASETS.NAMES mixes caption, visible-infrared and fast-reid datasets: {names}"
-            )
         return super().build_train_loader(cfg)
 
     @classmethod
@@ -380,6 +374,23 @@ def ddp_on_every_device():
         yield
     finally:
         fastreid_defaults.DistributedDataParallel = original
+
+
+def training_task(cfg):
+    """What ``DATASETS.NAMES`` trains: ``"text"`` (caption datasets: TIPR, text-RGBT), ``"vi"``
+    (visible-infrared datasets) or ``"fastreid"`` (fast-reid's own); a mix is a ValueError."""
+    names = list(cfg.DATASETS.NAMES)
+    text = [is_text_dataset(n) for n in names]
+    vi = [is_vi_dataset(n) for n in names]
+    if all(text):
+        return "text"
+    if all(vi):
+        return "vi"
+    if any(text) or any(vi):
+        raise ValueError(
+            f"DATASETS.NAMES mixes caption, visible-infrared and fast-reid datasets: {names}"
+        )
+    return "fastreid"
 
 
 def step_seed(seed, iteration, rank=0):

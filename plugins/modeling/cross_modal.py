@@ -204,3 +204,21 @@ def gather_masked(mask, *tensors):
     """
     index = mask.reshape(-1).nonzero().squeeze(1)
     return tuple(t.reshape(-1, *t.shape[2:]).index_select(0, index) for t in tensors)
+
+
+def masked_token_prediction(head, tokens, labels):
+    """The masked-token loss of IRRA's IRR and MGANet's FRT: ``head`` predicts the original
+    token at the masked positions only (one ``gather_masked``, the step's one sync).
+
+    Args:
+        head (nn.Module): (M, W) -> (M, V) vocabulary scores (``MLMHead``).
+        tokens (Tensor): (B, L, W) reconstructed caption tokens.
+        labels (LongTensor): (B, L) original token ids at masked positions, 0 elsewhere.
+
+    Returns:
+        tuple: (loss (), accuracy () -- NaN when nothing is masked), as ``masked_token_loss``
+        and ``masked_accuracy``.
+    """
+    tokens, labels = gather_masked(labels != 0, tokens, labels)
+    logits = head(tokens)
+    return masked_token_loss(logits, labels), masked_accuracy(logits, labels)

@@ -5,13 +5,7 @@ FMFA extends, shared here so that every method built on it reuses one implementa
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from torch import nn
 
-from .cross_modal import (
-    CrossModalTransformer,
-    MLMHead,
-    gather_masked,
-    masked_accuracy,
-    masked_token_loss,
-)
+from .cross_modal import CrossModalTransformer, MLMHead, masked_token_prediction
 from .retrieval import CLIPRetrieval, put_scalars
 
 
@@ -116,10 +110,9 @@ class IRRA(CLIPRetrieval):
         recon = self.irr["cross"](tokens, image_tokens, padding)
         labels = batch["text_mlm_labels"].to(self.device, non_blocking=True)
         # The vocabulary head runs on the masked positions only (IRRA's runs on all of them).
-        recon, labels = gather_masked(labels != 0, recon, labels)
-        logits = self.irr["mlm"](recon)
-        put_scalars(mlm_acc=masked_accuracy(logits, labels))
-        return masked_token_loss(logits, labels)
+        loss, accuracy = masked_token_prediction(self.irr["mlm"], recon, labels)
+        put_scalars(mlm_acc=accuracy)
+        return loss
 
 
 __all__ = ["IRRA"]

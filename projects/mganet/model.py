@@ -8,9 +8,7 @@ from torch import nn
 from plugins.modeling.cross_modal import (
     CrossModalTransformer,
     MLMHead,
-    gather_masked,
-    masked_accuracy,
-    masked_token_loss,
+    masked_token_prediction,
 )
 from plugins.modeling.distributed import gather_batch
 from plugins.modeling.fusion import TokenFusion
@@ -185,10 +183,8 @@ class MGANet(RetrievalModel):
         if self.frt_weight > 0:
             recon = self.heads["frt"](l2_tokens, fused, l2_padding)
             labels = self._labels(batch, "text_mlm")
-            recon, labels = gather_masked(labels != 0, recon, labels)
-            logits = self.heads["mlm"](recon)
-            out["loss_frt"] = masked_token_loss(logits, labels) * self.frt_weight
-            scalars["frt_acc"] = masked_accuracy(logits, labels)
+            loss, scalars["frt_acc"] = masked_token_prediction(self.heads["mlm"], recon, labels)
+            out["loss_frt"] = loss * self.frt_weight
 
         for name, weight, text, image, target_key in (
             ("vrt", self.vrt_weight, l1, rgb, "text"),

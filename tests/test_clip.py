@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -11,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from open_clip.transformer import QuickGELU  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -28,6 +30,7 @@ from plugins.modeling.clip import (  # noqa: E402
     CLIPWeightsError,
     build_clip_model,
     build_clip_model_from_cfg,
+    clip_kwargs_from_cfg,
     count_parameters,
     eot_positions,
     get_clip_config,
@@ -237,6 +240,50 @@ def test_resnet_attnpool_grid_interpolated(tmp_path):
     assert pos.shape == (12 * 4 + 1, channels)
     assert torch.equal(pos[0], torch.ones(channels))
     torch.testing.assert_close(pos[1:], torch.full((48, channels), 3.0))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_position_grid_resize_mode(tmp_path, mode):
+    """Bilinear without antialiasing (IRRA's and CLIP-ReID's resize, the default) or bicubic
+    with antialiasing, for ViT and ResNet grids alike."""
+    torch.manual_seed(2)
+    for name, key, size in (
+        ("tiny-vit", "visual.positional_embedding", (64, 32)),
+        ("tiny-rn", "visual.attnpool.positional_embedding", (128, 64)),
+    ):
+        square = build_clip_model(name, image_size=(224, 224), warn_random_init=False)
+        state = square.state_dict()
+        state[key] = torch.randn_like(state[key])
+        path = tmp_path / f"{name}.pt"
+        torch.save(state, path)
+        kwargs = {} if mode == "bilinear" else {"pos_embed_resize": mode}
+        model = build_clip_model(name, image_size=size, weights=str(path), **kwargs)
+        grid = model.visual.grid_size
+        side = math.isqrt(state[key].shape[0] - 1)
+        source = state[key][1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+
+        def resized(how, source=source, grid=grid):
+            out = F.interpolate(
+                source, size=grid, mode=how, align_corners=False, antialias=how == "bicubic"
+            )
+            return out.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+
+        got = model.state_dict()[key]
+        assert torch.equal(got[0], state[key][0])
+        torch.testing.assert_close(got[1:], resized(mode), rtol=0, atol=1e-6)
+        other = "bicubic" if mode == "bilinear" else "bilinear"
+        assert not torch.allclose(got[1:], resized(other), atol=1e-4)
+    with pytest.raises(ValueError, match="POS_EMBED_RESIZE"):
+        build_clip_model("tiny-rn", image_size=(128, 64), weights=str(path), pos_embed_resize="x")
+
+
+def test_position_grid_resize_key_reaches_the_builder():
+    from plugins.engine import build_config
+
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "Demo", "irra.yml")
+    assert clip_kwargs_from_cfg(build_config(config))["pos_embed_resize"] == "bilinear"
+    cfg = build_config(config, ["MODEL.CLIP.POS_EMBED_RESIZE", "bicubic"])
+    assert clip_kwargs_from_cfg(cfg)["pos_embed_resize"] == "bicubic"
 
 
 def test_mask_token_row_is_the_mean(tmp_path):

@@ -225,9 +225,11 @@ def test_stage2_align_loss_equals_a_loop_and_stops_text_gradients():
     assert t.grad is None and torch.isfinite(t_hat.grad).all() and t_hat.grad.abs().sum() > 0
 
 
-def crcl_loop(v, t, pids, tau):
+def crcl_loop(v, t, pids, tau, text=None):
+    """Eq. 7 by loops; the textual prototypes from ``text`` (the captions' t) when given."""
     v = [x / x.norm() for x in v]
     t = [x / x.norm() for x in t]
+    text = t if text is None else [x / x.norm() for x in text]
     ids = sorted(set(pids))
 
     def proto(feats):
@@ -237,7 +239,7 @@ def crcl_loop(v, t, pids, tau):
             out.append(m / m.norm())
         return out
 
-    pv, pt = proto(v), proto(t)
+    pv, pt = proto(v), proto(text)
 
     def dist(x, protos):
         logits = [float(x @ p) / tau for p in protos]
@@ -262,6 +264,20 @@ def test_crcl_equals_a_loop_and_reaches_both_branches():
     assert corl.crcl_loss(v, v, torch.tensor(pids), 0.5).item() == pytest.approx(0.0, abs=1e-12)
     loss.backward()
     assert torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0 and t.grad.abs().sum() > 0
+
+
+def test_crcl_with_caption_prototypes_equals_a_loop():
+    g = torch.Generator().manual_seed(7)
+    v, t_hat, t = (
+        torch.randn(8, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)
+    )
+    pids = [4, 4, 9, 9, 9, 1, 1, 6]
+    loss = corl.crcl_loss(v, t_hat, torch.tensor(pids), 0.5, text_feats=t)
+    want = crcl_loop(v.detach(), t_hat.detach(), pids, 0.5, text=t.detach())
+    assert loss.item() == pytest.approx(want, rel=1e-9)
+    assert want != pytest.approx(crcl_loop(v.detach(), t_hat.detach(), pids, 0.5), rel=1e-3)
+    loss.backward()
+    assert all(x.grad.abs().sum() > 0 for x in (v, t_hat, t))  # the prototypes' too
 
 
 # ------------------------------------------------------------------ model
@@ -370,6 +386,138 @@ def test_stage2_keeps_ves_frozen_and_trains_the_rest():
     assert grads(model) and all(n.startswith("adapter.") for n in grads(model))
 
 
+def test_crcl_prototypes_come_from_the_caption_features_by_default():
+    """The textual prototypes of Eq. 7 are the captions' t ("real", default): other captions
+    for the same images change L_CRCL; with "virtual" (prototypes of t_hat) they cannot."""
+    batch = make_batch()
+    other = dict(batch)
+    for key in ("text", "text_mlm"):
+        other[key] = batch[key].flip(0)  # the same captions given to other identities
+    for opts, changes in (((), True), (("MODEL.CORL.CRCL_TEXT", "virtual"), False)):
+        model, cfg = build(DEMO, *opts)
+        stage = model_stages(cfg)[1]
+        freeze_for_stage(model, stage)
+        model.enter_stage(stage)
+        model.train()
+        with torch.no_grad():
+            a, b = model(batch)["loss_crcl"], model(other)["loss_crcl"]
+        assert torch.isfinite(a) and (not torch.equal(a, b)) == changes, opts
+    with pytest.raises(ValueError, match="CRCL_TEXT"):
+        build(DEMO, "MODEL.CORL.CRCL_TEXT", "both")
+
+
+def ves_embedding(model, batch):
+    """z_hat = VES(z_v) of a batch's images, through the encoders VES reads (no Adapter)."""
+    with torch.no_grad():
+        v = model.image_tokens(batch)[2][:, 0]
+        return model.ves(model.ves_image_embeds(batch, v), model.ves_text_encoder())
+
+
+def test_frozen_ves_encoders_get_no_gradient_and_keep_their_start_weights():
+    """VES_ENCODERS "frozen": copies of both encoders taken when stage 2 starts, out of the
+    optimizer; after a training step VES gives what it gave at the start. "shared" follows the
+    encoders it shares with the model."""
+    torch.manual_seed(3)
+    batch = make_batch()
+    images = {"images": batch["images"]}
+    for mode in ("frozen", "shared"):
+        model, cfg = build(DEMO, "MODEL.CORL.VES_ENCODERS", mode)
+        stage1, stage2 = model_stages(cfg)
+        frozen = mode == "frozen"
+        assert stage2.frozen == (("ves.", "ves_encoders.") if frozen else ("ves.",))
+        assert hasattr(model, "ves_encoders") == frozen
+        with torch.no_grad():  # the encoders as stage 1 left them (here: other weights)
+            for p in list(model.image_encoder.parameters()) + list(model.text_encoder.parameters()):
+                p.add_(0.01 * torch.randn_like(p))
+        freeze_for_stage(model, stage2)
+        model.enter_stage(stage2)
+        model.train()
+        if frozen:
+            assert bool(model.ves_encoders_taken) and not model.ves_encoders.training
+            for name, enc in (("image", model.image_encoder), ("text", model.text_encoder)):
+                copy = model.ves_encoders[name].state_dict()
+                assert all(torch.equal(copy[k], t) for k, t in enc.state_dict().items())
+            start = {k: t.clone() for k, t in model.ves_encoders.state_dict().items()}
+        before = ves_embedding(model, images)
+        params = [p for p in model.parameters() if p.requires_grad]
+        assert not any(p.requires_grad for p in model.ves.parameters())
+        if frozen:
+            assert not any(p.requires_grad for p in model.ves_encoders.parameters())
+            assert sum(p.numel() for p in params) == sum(
+                p.numel() for n, p in model.named_parameters() if not n.startswith("ves")
+            )
+        optimizer = torch.optim.SGD(params, lr=1.0)
+        sum(model(batch).values()).backward()
+        if frozen:
+            assert all(p.grad is None for p in model.ves_encoders.parameters())
+        optimizer.step()
+        after = ves_embedding(model, images)
+        if frozen:
+            assert torch.equal(after, before)
+            state = model.ves_encoders.state_dict()
+            assert all(torch.equal(state[k], t) for k, t in start.items())
+            # ... while the model's own encoders moved on.
+            moved = model.image_encoder.state_dict()
+            assert any(not torch.equal(moved[k], start[f"image.{k}"]) for k in moved)
+        else:
+            assert not torch.allclose(after, before)
+    with pytest.raises(ValueError, match="VES_ENCODERS"):
+        build(DEMO, "MODEL.CORL.VES_ENCODERS", "copied")
+
+
+def test_frozen_ves_copies_survive_a_resume_and_serve_inference():
+    model, cfg = build(DEMO, "MODEL.CORL.VES_ENCODERS", "frozen")
+    stage1, stage2 = model_stages(cfg)
+    model.enter_stage(stage1)  # stage 1: the copies follow the encoders, not yet taken
+    assert not bool(model.ves_encoders_taken)
+    model.enter_stage(stage2)
+    with torch.no_grad():  # stage 2 trains the encoders away from the copies
+        for p in model.image_encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    saved = model.state_dict()
+    assert saved["ves_encoders_taken"] and "ves_encoders.image.visual.conv1.weight" in saved
+    # A resumed stage 2 (or --eval-only) loads the copies and does not take them again.
+    resumed, _ = build(DEMO, "MODEL.CORL.VES_ENCODERS", "frozen", "MODEL.TRAINING_HEADS", "False")
+    resumed.load_state_dict(saved, strict=False)
+    resumed.enter_stage(stage2)
+    state = resumed.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in state)
+    # Inference: [norm(v); norm(t_hat)], v from the trained encoder, t_hat from the copies.
+    resumed.eval()
+    images = {"images": torch.rand(3, 3, 64, 32) * 255}
+    with torch.no_grad():
+        x = resumed.normalize(images["images"])
+        v = resumed.image_encoder.forward_tokens(x)[:, 0]
+        z_v = resumed.ves_encoders["image"].forward_tokens(x)[:, 0]
+        t_hat = resumed.adapter(resumed.ves(z_v, resumed.ves_encoders["text"]))
+        assert not torch.allclose(z_v, v, atol=1e-3)
+    want = torch.cat([F.normalize(v, dim=1), F.normalize(t_hat, dim=1)], 1)
+    assert torch.allclose(resumed.encode_image(images), want, atol=1e-6)
+
+
+def test_count_params_counts_the_frozen_copies_apart_and_their_image_pass(capsys):
+    from tools import count_params
+
+    def counted(*opts):
+        args = ["--config-file", str(ROOT / DEMO), "--num-classes", "5", "--flops"]
+        counts = count_params.main(args + TINY_CLIP + list(opts))
+        assert "inference multiply-adds:" in capsys.readouterr().out
+        model, cfg = build(DEMO, "MODEL.TRAINING_HEADS", "False", *opts)
+        return counts, count_params.inference_macs(cfg, model)
+
+    (total, trainable, inference), (image, text) = counted()
+    assert total == trainable
+    (f_total, f_trainable, f_inference), (f_image, f_text) = counted(
+        "MODEL.CORL.VES_ENCODERS", "frozen"
+    )
+    model, _ = build(DEMO, "MODEL.CORL.VES_ENCODERS", "frozen")
+    copies = sum(p.numel() for p in model.ves_encoders.parameters())
+    assert f_trainable == total and f_total == total + copies
+    assert f_inference == inference + copies
+    # The frozen reading runs the image through a second image encoder; captions cost the same.
+    assert f_text == text > 0 and f_image > 1.8 * image > 0
+
+
 def test_switches_pick_the_losses():
     model, _ = build(DEMO, "MODEL.CORL.MATCHING", "sdm", "MODEL.CORL.CMC", "False")
     model.train()
@@ -438,6 +586,7 @@ def test_paper_configs_hold_the_paper_settings():
     stage1, stage2 = model_stages(cfg)
     assert stage1.trainable == ("ves.",) and stage1.train_data == "features"
     assert stage2.frozen == ("ves.",) and stage1.warmup_epochs == stage2.warmup_epochs == 5.0
+    assert c.CRCL_TEXT == "real" and c.VES_ENCODERS == "shared"
     star = build_config(str(ROOT / "configs/CUHKPEDES/corl_ibm_star.yml")).MODEL.CORL
     assert star.MATCHING == "ibm_star" and not star.VES_BRANCH
 
@@ -581,3 +730,36 @@ def test_two_stages_from_one_command_resume_and_eval_only(tmp_path):
     )  # fmt: skip
     assert "Not loading 2 training-only entries (classifier.bias, classifier.weight)" in log
     assert "Starting training" not in log and results(log) == trained
+
+
+def test_frozen_ves_end_to_end_takes_its_copies_once(tmp_path):
+    """VES_ENCODERS "frozen" through tools/train_net.py: stage 2's copies are the encoders
+    stage 1 ended with, a resumed stage 2 keeps them, and --eval-only scores the same."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    write_fixture(data)
+    run = ["OUTPUT_DIR", str(out), "MODEL.CORL.VES.EPOCHS", "1", "SOLVER.MAX_EPOCH", "2"]
+    run += ["TEST.EVAL_PERIOD", "2", "MODEL.CORL.VES_ENCODERS", "frozen"]
+    log = train_net(data, *run)
+    s1, s2 = state(out / "stage1" / "model_final.pth"), state(out / "stage2" / "model_final.pth")
+    assert not s1["ves_encoders_taken"] and s2["ves_encoders_taken"]
+    for name in ("image", "text"):
+        prefix = f"{name}_encoder."
+        own = {k[len(prefix) :]: t for k, t in s1.items() if k.startswith(prefix)}
+        assert own and all(torch.equal(s2[f"ves_encoders.{name}.{k}"], t) for k, t in own.items())
+    moved = [k for k in s1 if k.startswith("image_encoder.") and not torch.equal(s1[k], s2[k])]
+    assert moved  # stage 2 trained the image encoder, not its copy
+    trained = results(log)
+    keep = tmp_path / "s2.pth"
+    shutil.copy(out / "stage2" / "model_final.pth", keep)
+
+    (out / "stage2" / "model_final.pth").unlink()
+    (out / "stage2" / "last_checkpoint").write_text("model_0000.pth")
+    log = train_net(data, *run, resume=True)
+    assert "Stage 2/2 'stage2': resuming its interrupted run" in log
+    assert same_state(keep, out / "stage2" / "model_final.pth") and results(log) == trained
+
+    log = train_net(
+        data, "MODEL.WEIGHTS", str(keep), "OUTPUT_DIR", str(tmp_path / "ev"),
+        "MODEL.CORL.VES_ENCODERS", "frozen", eval_only=True,
+    )  # fmt: skip
+    assert results(log) == trained

@@ -9,9 +9,13 @@ cpu`` run are tested too.
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -221,3 +225,127 @@ def test_train_net_with_two_cpu_processes(tmp_path):
     assert "Rank of current process: 0. World size: 2" in log
     # Rank 1 logs to its own file: both processes trained.
     assert "World size: 2" in (out / "log.txt.rank1").read_text()
+
+
+ITER_LINE = re.compile(r"epoch/iter: (\d+)/(\d+)")
+
+
+def _stat(pid):
+    """(parent pid, start time) of a live process, from /proc/<pid>/stat; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[19])  # fields 4 and 22 of proc(5)
+
+
+def _children(pid):
+    """{pid: start time} of the processes whose parent is ``pid``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        stat = _stat(entry) if entry.isdigit() else None
+        if stat is not None and stat[0] == pid:
+            found[int(entry)] = stat[1]
+    return found
+
+
+def _kill_if_alive(processes):
+    """SIGKILL each (pid, start time) that is still that process (not a reused pid)."""
+    for pid, started in processes.items():
+        stat = _stat(pid)
+        if stat is not None and stat[1] == started:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "signum, how",
+    [(signal.SIGTERM, "kill"), (signal.SIGINT, "ctrl-c")],
+    ids=["sigterm-to-the-launcher", "ctrl-c-in-a-terminal"],
+)
+def test_signal_to_a_multi_process_launcher_saves_before_it_exits(tmp_path, signum, how):
+    """A container stop sends SIGTERM to the launcher, then SIGKILL to every process left the
+    moment the launcher is gone; a terminal's Ctrl-C sends SIGINT to its foreground process
+    group. Either way the checkpoint must exist when the launcher exits, with 128 + signal."""
+    from tests.fixtures_text import write_cuhkpedes
+
+    root = tmp_path / "data"
+    write_cuhkpedes(str(root))
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, str(ROOT / "tools/train_net.py"),
+        "--config-file", str(ROOT / "configs/Demo/tipr_clip_sdm.yml"),
+        "--num-gpus", "2",
+        "MODEL.DEVICE", "cpu",
+        "OUTPUT_DIR", str(out),
+        *TINY,
+        "SOLVER.IMS_PER_BATCH", "4",
+        "SOLVER.MAX_EPOCH", "500",  # never reached: the signal comes after the first step
+        "TEST.EVAL_PERIOD", "500",
+        "SOLVER.LOG_PERIOD", "1",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", FASTREID_DATASETS=str(root))
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )  # fmt: skip
+    lines, stepped = [], threading.Event()
+
+    def drain():  # the workers share the pipe: read it to the end, whoever writes
+        for line in proc.stdout:
+            lines.append(line)
+            if ITER_LINE.search(line):
+                stepped.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    left = {}
+    try:
+        assert stepped.wait(480), "".join(lines)[-3000:]
+        left = _children(proc.pid)
+        if how == "kill":
+            proc.send_signal(signum)
+        else:
+            os.killpg(proc.pid, signum)
+        code = proc.wait(timeout=300)
+        saved = (out / "model_interrupted.pth").is_file()
+    finally:
+        _kill_if_alive(left)  # what a container stop does once the launcher is gone
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(timeout=60)
+    log = "".join(lines)
+    assert code == 128 + signum, log[-3000:]
+    assert saved, log[-3000:]
+    assert (out / "last_checkpoint").read_text() == "model_interrupted.pth"
+    checkpoint = torch.load(out / "model_interrupted.pth", map_location="cpu", weights_only=True)
+    assert checkpoint["iteration"] >= 1 and {"model", "optimizer", "sampler"} <= set(checkpoint)
+    assert "run the same command again with --resume" in log
+    assert f"Received {signal.Signals(signum).name}: passed on to the 2 training processes" in log
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def _worker_that_fails_or_stops(local_rank, mode):
+    if local_rank == 1 and mode == "fail":
+        raise ValueError("rank 1 cannot read its data")
+    if mode == "stop":
+        from plugins.engine.checkpoint import TrainingInterrupted
+
+        raise TrainingInterrupted(signal.SIGTERM, "stopped")
+    time.sleep(600)  # rank 0 of a failing run: stopped by the launcher
+
+
+def test_launcher_reports_a_failed_worker_and_a_stopped_run():
+    from plugins.engine.checkpoint import TrainingInterrupted
+    from plugins.engine.launch import run_workers
+
+    start = time.monotonic()
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 cannot read its data"):
+        run_workers(_worker_that_fails_or_stops, 2, ("fail",))
+    assert time.monotonic() - start < 120  # the sleeping worker was stopped, not waited for
+    # Workers stopped by a signal (nobody signalled the launcher): the run stops with 143.
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_workers(_worker_that_fails_or_stops, 2, ("stop",))
+    assert stopped.value.exit_code == 143

@@ -15,6 +15,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import projects.fmfa  # noqa: E402, F401
 from plugins.engine import build_config  # noqa: E402
+from plugins.modeling.clip import eot_positions  # noqa: E402
 from plugins.modeling.losses import sdm_loss  # noqa: E402
 from projects.fmfa.losses import (  # noqa: E402
     a_sdm_loss,
@@ -36,8 +37,10 @@ FMFA_CONFIGS = [
     "configs/ICFGPEDES/fmfa.yml",
     "configs/RSTPReid/fmfa.yml",
     "configs/CUHKPEDES/fmfa_authors_code.yml",
+    "configs/CUHKPEDES/fmfa_authors_code_2025_08.yml",
     "configs/Demo/fmfa.yml",
 ]
+MASKED = ["MODEL.IRR.GLOBAL_CAPTION", "masked"]
 
 
 def build(config="configs/CUHKPEDES/fmfa.yml", *opts):
@@ -417,7 +420,7 @@ def test_padding_takes_no_part_in_efa():
     moved = text.detach().clone()
     moved[0, 1] += 3.0
     assert not torch.allclose(efa_loss(moved, valid, image, 0.1, 0.1), loss.detach())
-    # With the padding taking part (the authors' code) the noisy positions matter.
+    # With the padding taking part (the model's default: all L positions) they matter.
     everything = torch.ones_like(valid)
     assert not torch.allclose(
         efa_loss(noisy, everything, image, 0.1, 0.1),
@@ -473,7 +476,8 @@ def test_without_efa_and_alpha_zero_fmfa_is_irra():
     fmfa = build(
         "configs/CUHKPEDES/fmfa.yml", "MODEL.FMFA.EFA", "False", "MODEL.FMFA.ALPHA", "0.0"
     ).train()
-    irra = build("configs/CUHKPEDES/irra.yml").train()
+    # configs/CUHKPEDES/irra.yml aligns the masked caption (IRRA's code), fmfa.yml the unmasked.
+    irra = build("configs/CUHKPEDES/irra.yml", "MODEL.IRR.GLOBAL_CAPTION", "unmasked").train()
     irra.load_state_dict(fmfa.state_dict(), strict=True)
     batch = caption_batch()
     torch.manual_seed(1)
@@ -514,11 +518,11 @@ def test_full_model_losses_and_gradients():
     assert model.classifier.weight.grad is None
     assert all(p.grad is None for p in model.irr.parameters())
 
-    # The model's EFA term is efa_loss of the unmasked caption's tokens and the patch tokens.
+    # The model's EFA term is efa_loss of the unmasked caption's tokens at all L positions
+    # and the patch tokens.
     feats = model.training_features(batch)
-    want = efa_loss(
-        feats["text_tokens"], ~feats["text_padding"], feats["image_tokens"][:, 1:], 0.1, 0.1
-    )
+    everything = torch.ones_like(feats["text_padding"])
+    want = efa_loss(feats["text_tokens"], everything, feats["image_tokens"][:, 1:], 0.1, 0.1)
     torch.testing.assert_close(model.losses_from(feats, batch)["loss_efa"], want)
     doubled = build("configs/CUHKPEDES/fmfa.yml", "MODEL.FMFA.EFA_WEIGHT", "2.0").train()
     doubled.load_state_dict(model.state_dict())
@@ -529,15 +533,105 @@ def test_full_model_losses_and_gradients():
     assert model({"images": batch["images"]}).shape == (4, model.embed_dim)
 
 
+def test_masked_global_caption_feeds_a_sdm_id_and_efa():
+    model = build("configs/CUHKPEDES/fmfa.yml", *MASKED).train()
+    batch = caption_batch()
+    out = model(batch)
+    assert set(out) == {"loss_asdm", "loss_id", "loss_irr", "loss_efa"}
+    # Scrambling the unmasked caption changes no loss: every one reads the masked caption.
+    scrambled = model(dict(batch, text=batch["text"].flip(0)))
+    for key in out:
+        torch.testing.assert_close(scrambled[key], out[key], rtol=0, atol=0)
+    # The global text feature and EFA's tokens are the encoding of the masked token ids.
+    feats = model.training_features(batch)
+    tokens, glob = model.text_tokens(batch["text_mlm"])
+    torch.testing.assert_close(feats["text_global"], glob, rtol=0, atol=0)
+    torch.testing.assert_close(feats["text_tokens"], tokens, rtol=0, atol=0)
+    image = feats["image_tokens"]
+    torch.testing.assert_close(out["loss_asdm"], a_sdm_loss(image[:, 0], glob, batch["targets"]))
+    everything = torch.ones(tokens.shape[:2], dtype=torch.bool)
+    torch.testing.assert_close(
+        out["loss_efa"], efa_loss(tokens, everything, image[:, 1:], 0.1, 0.1)
+    )
+    # Evaluation encodes the unmasked caption.
+    model.eval()
+    torch.testing.assert_close(model({"text": batch["text"]}), model.text_tokens(batch["text"])[1])
+
+
+def test_unmasked_global_caption_is_the_papers_configs():
+    model = build().train()  # configs/CUHKPEDES/fmfa.yml
+    assert model.global_caption == "unmasked"
+    batch = caption_batch()
+    out = model(batch)
+    scrambled = model(dict(batch, text=batch["text"].flip(0)))
+    for key in ("loss_asdm", "loss_id", "loss_efa"):
+        assert not torch.allclose(scrambled[key], out[key]), key
+    torch.testing.assert_close(scrambled["loss_irr"], out["loss_irr"], rtol=0, atol=0)
+    glob = model.text_tokens(batch["text"])[1]
+    torch.testing.assert_close(model.training_features(batch)["text_global"], glob)
+
+
+def test_efa_default_uses_every_position():
+    model = build().train()  # configs/CUHKPEDES/fmfa.yml, MODEL.FMFA.PADDING_TOKENS default
+    assert model.padding_tokens and model.text_encoder.context_length == 77
+    batch = caption_batch()
+    feats = model.training_features(batch)
+    assert feats["text_tokens"].shape[1] == 77 and feats["text_padding"].any()
+    assert model.efa_text_mask(feats["text_padding"]).all()
+    full = model(batch)
+    # A batch trimmed to its longest caption is padded back: still all 77 positions.
+    length = int(eot_positions(batch["text_mlm"]).max()) + 1
+    assert length < 77
+    trimmed = {k: v[:, :length] if k.startswith("text") else v for k, v in batch.items()}
+    again = model(trimmed)
+    for key in full:
+        torch.testing.assert_close(again[key], full[key], rtol=0, atol=0)
+    short = model.training_features(trimmed)
+    assert not torch.allclose(model.losses_from(short, trimmed)["loss_efa"], full["loss_efa"])
+    # The default is the paper's L positions; MODEL.FMFA.PADDING_TOKENS False keeps the words.
+    words = build("configs/CUHKPEDES/fmfa.yml", "MODEL.FMFA.PADDING_TOKENS", "False").train()
+    assert not torch.allclose(words(batch)["loss_efa"], full["loss_efa"])
+
+
+@pytest.mark.parametrize(
+    "config, alpha, lam, margins, lr",
+    [
+        ("configs/CUHKPEDES/fmfa_authors_code.yml", 10.0, 10.0, (0.1, 0.1), 1e-5),  # 8dfd532
+        ("configs/CUHKPEDES/fmfa_authors_code_2025_08.yml", 0.1, 1.0, (0.1, 0.9), 5e-6),
+    ],
+)
+def test_authors_code_configs_pin_one_commit(config, alpha, lam, margins, lr):
+    cfg = build_config(str(ROOT / config))
+    f = cfg.MODEL.FMFA
+    assert cfg.MODEL.META_ARCHITECTURE == "FMFA" and cfg.MODEL.IRR.GLOBAL_CAPTION == "masked"
+    assert (f.A_SDM, f.ALPHA, f.ALPHA_FROM, f.WEIGHT_GRAD) == (True, alpha, "cosine", True)
+    assert (f.EFA, f.EFA_WEIGHT, f.TAU2, f.LSE_LAMBDA, f.LSE_RESCALE, f.SIGMA_SCALE) == (
+        True, 1.0, 1.0, lam, False, 1.0,
+    )  # fmt: skip
+    assert (f.MARGIN_T2E, f.MARGIN_I2E) == margins
+    assert (f.SPECIAL_TOKENS, f.PADDING_TOKENS, f.NORMALIZE_HARD_SIM, f.KEEP_POSITIVE_TERM) == (
+        True, True, True, True,
+    )  # fmt: skip
+    assert cfg.SOLVER.BASE_LR == lr and cfg.SOLVER.IMS_PER_BATCH == 64
+    assert cfg.SOLVER.MAX_EPOCH == 60 and cfg.SOLVER.OPT == "Adam"
+    assert cfg.MODEL.RETRIEVAL.LOGIT_SCALE == 50.0 and list(cfg.INPUT.TEXT.VIEWS) == ["mlm"]
+    assert cfg.MODEL.RETRIEVAL.ID_WEIGHT == 1.0 and cfg.MODEL.IRR.WEIGHT == 1.0
+    assert cfg.INPUT.TEXT.CONTEXT_LENGTH == 77
+
+
 def test_efa_text_mask_options():
     padding = torch.tensor([[False] * 4 + [True] * 2, [False] * 6])
     default = build()
-    assert torch.equal(default.efa_text_mask(padding), ~padding)
-    no_ends = build("configs/CUHKPEDES/fmfa.yml", "MODEL.FMFA.SPECIAL_TOKENS", "False")
+    assert default.efa_text_mask(padding).all()
+    words = build("configs/CUHKPEDES/fmfa.yml", "MODEL.FMFA.PADDING_TOKENS", "False")
+    assert torch.equal(words.efa_text_mask(padding), ~padding)
+    no_ends = build(
+        "configs/CUHKPEDES/fmfa.yml",
+        "MODEL.FMFA.SPECIAL_TOKENS", "False",
+        "MODEL.FMFA.PADDING_TOKENS", "False",
+    )  # fmt: skip
     want = torch.tensor([[False, True, True, False, False, False], [False] + [True] * 4 + [False]])
     assert torch.equal(no_ends.efa_text_mask(padding), want)
-    authors = build("configs/CUHKPEDES/fmfa.yml", "MODEL.FMFA.PADDING_TOKENS", "True")
-    assert authors.efa_text_mask(padding).all()
 
 
 def test_authors_code_options_reach_the_losses():
@@ -548,7 +642,7 @@ def test_authors_code_options_reach_the_losses():
     lam10 = ["MODEL.FMFA.LSE_LAMBDA", "10.0"]
     for opts, changed, baseline in (
         (["MODEL.FMFA.ALPHA_FROM", "cosine"], "loss_asdm", []),
-        (["MODEL.FMFA.PADDING_TOKENS", "True"], "loss_efa", []),
+        (["MODEL.FMFA.PADDING_TOKENS", "False"], "loss_efa", []),
         (lam10, "loss_efa", []),
         (lam10 + ["MODEL.FMFA.LSE_RESCALE", "False"], "loss_efa", lam10),
         (["MODEL.FMFA.NORMALIZE_HARD_SIM", "True"], "loss_efa", []),
@@ -610,8 +704,9 @@ def test_dataset_configs_hold_the_papers_values(dataset, alpha, margins, epochs)
         1.0,
     )
     assert (f.SPECIAL_TOKENS, f.PADDING_TOKENS, f.NORMALIZE_HARD_SIM, f.KEEP_POSITIVE_TERM) == (
-        True, False, False, False,
+        True, True, False, False,
     )  # fmt: skip
+    assert cfg.MODEL.IRR.GLOBAL_CAPTION == "unmasked"  # the paper's text
     assert cfg.MODEL.RETRIEVAL.LOGIT_SCALE == 50.0  # tau_1 = 0.02
     assert cfg.MODEL.RETRIEVAL.ID_WEIGHT == 1.0 and cfg.MODEL.IRR.WEIGHT == 1.0
     assert list(cfg.INPUT.TEXT.VIEWS) == ["mlm"]

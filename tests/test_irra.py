@@ -1,5 +1,6 @@
-"""IRRA: the masked caption feeds only IRR, the IRR loss by a plain loop, optimizer roles,
-parameter counts against the papers, and cross-dataset ``--eval-only`` through train_net."""
+"""IRRA: which caption the global losses see (masked, as IRRA's code, or unmasked), the IRR loss
+by a plain loop, optimizer roles, parameter counts against the papers, and cross-dataset
+``--eval-only`` through train_net."""
 
 import os
 
@@ -12,19 +13,23 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from plugins.engine import build_config  # noqa: E402
 from plugins.engine.optimizer import build_plugin_optimizer  # noqa: E402
+from plugins.modeling.irra import GLOBAL_CAPTIONS  # noqa: E402
 from plugins.modeling.losses import sdm_loss  # noqa: E402
 from tests.fixtures_model import IRRA_HEADS, ROOT, SHORT_RUN, build_model_from, caption_batch  # noqa: E402
 from tests.fixtures_text import write_cuhkpedes, write_icfgpedes, write_rstpreid  # noqa: E402
 from tests.test_train_net import final_results, train_net  # noqa: E402
+
+UNMASKED = ["MODEL.IRR.GLOBAL_CAPTION", "unmasked"]
 
 
 def build(config="configs/CUHKPEDES/irra.yml", *opts):
     return build_model_from(config, *IRRA_HEADS, *opts)
 
 
-def test_masked_caption_feeds_only_irr():
-    _, irra = build()
+def test_unmasked_global_caption_feeds_the_masked_one_only_to_irr():
+    _, irra = build("configs/CUHKPEDES/irra.yml", *UNMASKED)
     _, baseline = build("configs/CUHKPEDES/clip_sdm.yml")
     batch = caption_batch()
     out = irra.losses(batch)
@@ -37,22 +42,104 @@ def test_masked_caption_feeds_only_irr():
     image = irra.image_tokens(batch)[2][:, 0]
     text = irra.text_tokens(batch["text"])[1]
     torch.testing.assert_close(out["loss_sdm"], sdm_loss(image, text, batch["targets"], 50.0))
+    torch.testing.assert_close(irra.training_features(batch)["text_global"], text)
 
     scrambled = dict(batch, text_mlm=batch["text_mlm"].flip(0))
     again = irra.losses(scrambled)
     for key in ("loss_sdm", "loss_id"):
         torch.testing.assert_close(again[key], out[key])
     assert not torch.allclose(again["loss_irr"], out["loss_irr"])
+    # Scrambling the unmasked caption changes SDM and ID, not IRR.
+    shuffled = irra.losses(dict(batch, text=batch["text"].flip(0)))
+    for key in ("loss_sdm", "loss_id"):
+        assert not torch.allclose(shuffled[key], out[key]), key
+    torch.testing.assert_close(shuffled["loss_irr"], out["loss_irr"], rtol=0, atol=0)
 
 
-def test_irr_loss_against_a_plain_loop():
-    _, model = build()
+def test_masked_global_caption_is_the_irr_branchs_caption():
+    _, irra = build()  # configs/CUHKPEDES/irra.yml: GLOBAL_CAPTION masked
+    assert irra.global_caption == "masked"
+    batch = caption_batch()
+    assert not torch.equal(batch["text_mlm"], batch["text"])
+    out = irra.losses(batch)
+    assert set(out) == {"loss_sdm", "loss_id", "loss_irr"}
+    # Scrambling the unmasked caption changes no loss: every one reads the masked caption.
+    scrambled = irra.losses(dict(batch, text=batch["text"].flip(0)))
+    for key in out:
+        torch.testing.assert_close(scrambled[key], out[key], rtol=0, atol=0)
+    # The global text feature is the encoding of the masked token ids, the IRR branch's.
+    feats = irra.training_features(batch)
+    masked_global = irra.text_tokens(batch["text_mlm"])[1]
+    torch.testing.assert_close(feats["text_global"], masked_global, rtol=0, atol=0)
+    assert not torch.allclose(feats["text_global"], irra.text_tokens(batch["text"])[1])
+    image = feats["image_tokens"][:, 0]
+    torch.testing.assert_close(
+        out["loss_sdm"], sdm_loss(image, masked_global, batch["targets"], 50.0)
+    )
+    # One encoding serves both branches: IRR's loss is the one of the masked caption encoded
+    # on its own.
+    torch.testing.assert_close(out["loss_irr"], irra.irr_loss(batch, feats["image_tokens"]))
+    # Evaluation encodes the unmasked caption.
+    irra.eval()
+    torch.testing.assert_close(irra({"text": batch["text"]}), irra.text_tokens(batch["text"])[1])
+
+
+def test_global_caption_needs_the_masked_view_and_a_known_value():
+    _, model = build("configs/CUHKPEDES/irra.yml", "MODEL.IRR.WEIGHT", "0.0")
+    batch = caption_batch()
+    del batch["text_mlm"]
+    with pytest.raises(ValueError, match="GLOBAL_CAPTION"):
+        model.losses(batch)
+    _, unmasked = build("configs/CUHKPEDES/irra.yml", "MODEL.IRR.WEIGHT", "0.0", *UNMASKED)
+    assert set(unmasked.losses(batch)) == {"loss_sdm", "loss_id"}
+    with pytest.raises(ValueError, match="MODEL.IRR.GLOBAL_CAPTION"):
+        build("configs/CUHKPEDES/irra.yml", "MODEL.IRR.GLOBAL_CAPTION", "both")
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["configs/CUHKPEDES/irra.yml", "configs/ICFGPEDES/irra.yml", "configs/RSTPReid/irra.yml", "configs/Demo/irra.yml"],
+)  # fmt: skip
+def test_irra_configs_align_the_masked_caption_as_irras_code(config):
+    cfg = build_config(str(ROOT / config))
+    assert cfg.MODEL.META_ARCHITECTURE == "IRRA"
+    assert cfg.MODEL.IRR.GLOBAL_CAPTION == "masked"
+    assert list(cfg.INPUT.TEXT.VIEWS) == ["mlm"] and not cfg.MODEL.RETRIEVAL.MASKED_TEXT
+
+
+def test_global_caption_key_leaves_mganet_as_its_paper():
+    """MGANet's SDM aligns F^C with the randomly masked caption L2 (Eq. 1-3), whatever
+    ``MODEL.IRR.GLOBAL_CAPTION`` says (an IRRA key, which MGANet does not read)."""
+    import projects.mganet  # noqa: F401
+
+    context = ["MODEL.CLIP.CONTEXT_LENGTH", "77", "INPUT.TEXT.CONTEXT_LENGTH", "77"]
+    views = ("mlm", "color_masked", "nocolor", "nocolor_mlm")
+    batch = caption_batch(views, thermal=True)
+    losses = {}
+    for value in GLOBAL_CAPTIONS:
+        opts = [*context, "MODEL.IRR.GLOBAL_CAPTION", value]
+        _, model = build_model_from("configs/RGBTPEDES/mganet.yml", *opts)
+        torch.manual_seed(1)
+        losses[value] = model.train().losses(batch)
+    assert losses["masked"].keys() == losses["unmasked"].keys()
+    for key in losses["masked"]:
+        torch.testing.assert_close(losses["masked"][key], losses["unmasked"][key], rtol=0, atol=0)
+    fused = model.image_tokens(batch)[2][:, 0]
+    l2 = model.text_tokens(batch["text_mlm"])[1]
+    want = sdm_loss(fused, l2, batch["targets"], model.logit_scale)
+    torch.testing.assert_close(losses["unmasked"]["loss_sdm"], want)
+
+
+@pytest.mark.parametrize("attend_padding", [True, False])
+def test_irr_loss_against_a_plain_loop(attend_padding):
+    _, model = build("configs/CUHKPEDES/irra.yml", "MODEL.IRR.ATTEND_PADDING", attend_padding)
     batch = caption_batch(seed=1)
     image_tokens = model.image_tokens(batch)[2]
     loss = model.irr_loss(batch, image_tokens)
 
     tokens, _, padding = model.caption_features(batch["text_mlm"])
-    logits = model.irr["mlm"](model.irr["cross"](tokens, image_tokens, padding))
+    mask = None if attend_padding else padding
+    logits = model.irr["mlm"](model.irr["cross"](tokens, image_tokens, mask))
     labels = batch["text_mlm_labels"]
     terms = []
     for b in range(labels.shape[0]):
@@ -64,7 +151,27 @@ def test_irr_loss_against_a_plain_loop():
     torch.testing.assert_close(loss.double(), torch.stack(terms).mean(), rtol=1e-5, atol=1e-5)
 
 
-def test_irr_padding_takes_no_part():
+def test_irr_attends_to_the_padding_as_irras_code():
+    """IRRA's cross-modal Transformer has no attention mask: the padding positions after the
+    end token change the masked words' features, hence the loss; ATTEND_PADDING False removes
+    them."""
+    batch = caption_batch(seed=2)
+    losses = {}
+    for attend in (True, False):
+        _, model = build("configs/CUHKPEDES/irra.yml", "MODEL.IRR.ATTEND_PADDING", attend)
+        assert model.attend_padding is attend
+        image_tokens = model.image_tokens(batch)[2]
+        tokens, _, padding = model.caption_features(batch["text_mlm"])
+        noisy = tokens.masked_fill(padding[..., None], 7.0)
+        losses[attend] = [
+            model.irr_loss(batch, image_tokens, (t, padding)) for t in (tokens, noisy)
+        ]
+    assert not torch.allclose(losses[True][0], losses[True][1])
+    torch.testing.assert_close(losses[False][0], losses[False][1])
+    assert build_config(str(ROOT / "configs/CUHKPEDES/irra.yml")).MODEL.IRR.ATTEND_PADDING
+
+
+def test_irr_padding_mask_excludes_the_padding():
     _, model = build()
     batch = caption_batch(seed=2)
     image_tokens = model.image_tokens(batch)[2]

@@ -225,3 +225,114 @@ def test_build_index_encodes_the_gallery_with_the_onnx_export(tipr_export, tmp_p
     with pytest.raises(SearchError, match="exported from other weights"):
         build_index(str(ROOT / TIPR), TINY_CLIP + ["MODEL.WEIGHTS", str(other_weights)],
                     str(gallery), str(tmp_path / "bad"), onnx=str(tipr_export["out"]))  # fmt: skip
+
+
+# --- an export is checked file by file ---------------------------------------------------------
+def copy_export(tipr_export, folder):
+    import shutil
+
+    shutil.copytree(tipr_export["out"], folder)
+    return folder
+
+
+def write_gallery(folder):
+    from tests.fixtures_text import write_image
+
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        write_image(str(folder / f"p{i}.jpg"), colour, size=(16, 32))
+    return str(folder)
+
+
+def build_with_onnx(tipr_export, onnx_dir, tmp_path, capsys):
+    """``tools/build_index.py --onnx onnx_dir`` in this process: (status, stderr lines)."""
+    spec = importlib.util.spec_from_file_location("build_index", ROOT / "tools" / "build_index.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    capsys.readouterr()
+    status = tool.main(
+        ["--config-file", str(ROOT / TIPR), *TINY_CLIP, "MODEL.WEIGHTS", str(tipr_export["weights"]),
+         "--gallery", write_gallery(tmp_path / "gallery"), "--out", str(tmp_path / "index"),
+         "--onnx", str(onnx_dir), "--num-workers", "0"]
+    )  # fmt: skip
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+def test_manifest_records_each_file_and_other_files_are_refused(tipr_export, tmp_path, capsys):
+    from plugins.search.engine import SearchError, build_index
+
+    manifest = json.loads((tipr_export["out"] / "onnx.json").read_text())
+    assert set(manifest["files"]) == {"image_encoder.onnx", "text_encoder.onnx"}
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((tipr_export["out"] / name).read_bytes()).hexdigest() == sha
+    # Model B's graphs beside model A's onnx.json (which names A's weights).
+    _, other = build_model_from(TIPR, "MODEL.HEADS.NUM_CLASSES", "3")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.02)
+    other.eval()
+    mixed = copy_export(tipr_export, tmp_path / "mixed")
+    export_encoders(other, str(tmp_path / "b"), (64, 32))
+    (tmp_path / "b" / "text_encoder.onnx").replace(mixed / "text_encoder.onnx")
+    with pytest.raises(ValueError, match="text_encoder.onnx is not the file onnx.json records"):
+        OnnxEncoders(str(mixed), device="cpu")
+    with pytest.raises(SearchError, match="text_encoder.onnx is not the file onnx.json records"):
+        build_index(str(ROOT / TIPR), TINY_CLIP + ["MODEL.WEIGHTS", str(tipr_export["weights"])],
+                    write_gallery(tmp_path / "g"), str(tmp_path / "i"), onnx=str(mixed))  # fmt: skip
+
+
+def test_an_export_that_failed_its_check_is_refused(tipr_export, tmp_path, capsys):
+    failed = copy_export(tipr_export, tmp_path / "failed")
+    manifest = json.loads((failed / "onnx.json").read_text())
+    manifest["passed"] = False
+    (failed / "onnx.json").write_text(json.dumps(manifest))
+    status, lines = build_with_onnx(tipr_export, failed, tmp_path, capsys)
+    assert status == 1 and len(lines) == 1, lines
+    assert lines[0] == (
+        f"error: --onnx {failed} failed its own comparison with torch when it was exported "
+        "(onnx.json says passed: false): export again with tools/export_onnx.py until it "
+        "passes, or leave out --onnx."
+    )
+    assert not (tmp_path / "index").exists()
+
+
+def test_an_interrupted_export_leaves_the_previous_one(tipr_export, tmp_path, monkeypatch, capsys):
+    out = copy_export(tipr_export, tmp_path / "onnx")
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    tool = load_tool()
+
+    def interrupted(model, folder, image_size):
+        with open(os.path.join(folder, "image_encoder.onnx"), "wb") as f:
+            f.write(b"half a graph")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tool, "export_encoders", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(["--config-file", str(ROOT / TIPR), *TINY_CLIP,
+                   "MODEL.WEIGHTS", str(tipr_export["weights"]), "--out", str(out)])  # fmt: skip
+    assert {n: (out / n).read_bytes() for n in os.listdir(out) if n != ".lock"} == before
+    assert sorted(os.listdir(tmp_path)) == ["onnx"]  # no staging folder left
+    status, lines = build_with_onnx(tipr_export, out, tmp_path, capsys)
+    assert status == 0, lines
+
+
+def test_a_missing_manifest_or_a_truncated_graph_is_one_line(tipr_export, tmp_path, capsys):
+    bare = copy_export(tipr_export, tmp_path / "bare")
+    os.remove(bare / "onnx.json")
+    status, lines = build_with_onnx(tipr_export, bare, tmp_path, capsys)
+    assert status == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: --onnx {bare}: {bare / 'onnx.json'}: no such file, so ")
+    assert lines[0].endswith("export the model again with tools/export_onnx.py.")
+
+    truncated = copy_export(tipr_export, tmp_path / "truncated")
+    data = (truncated / "image_encoder.onnx").read_bytes()
+    (truncated / "image_encoder.onnx").write_bytes(data[: len(data) // 2])
+    status, lines = build_with_onnx(tipr_export, truncated, tmp_path, capsys)
+    assert status == 1 and len(lines) == 1, lines
+    assert "image_encoder.onnx is not the file onnx.json records (its sha256 differs" in lines[0]
+    # Without onnx.json, onnxruntime's own refusal becomes one line too.
+    os.remove(truncated / "onnx.json")
+    with pytest.raises(
+        ValueError, match=r"image_encoder.onnx cannot be loaded by onnxruntime \("
+    ) as e:
+        OnnxEncoders(str(truncated), device="cpu")
+    assert "\n" not in str(e.value) and "export the model again" in str(e.value)

@@ -130,7 +130,9 @@ def test_cat_fusion_is_an_ordinary_linear_layer_by_default():
 def test_a_schedule_without_epochs_after_the_warm_up_is_a_clear_error():
     from plugins.engine.trainer import PluginTrainer
 
-    opts = TINY_MGANET + ["SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_ITERS", "15"]
+    # fast-reid's per-iteration schedule (the text configs schedule per epoch: test_epoch_schedule)
+    opts = TINY_MGANET + ["SOLVER.SCHED_UNIT", "iteration"]
+    opts += ["SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_ITERS", "15"]
     cfg = build_config("configs/Demo/mganet.yml", opts)
     optimizer, _ = build_plugin_optimizer(cfg, build_model(cfg))
     with pytest.raises(ValueError, match="no epoch to anneal"):

@@ -6,11 +6,13 @@ continues; checkpoints are written atomically; one run at a time per OUTPUT_DIR;
 the KEY VALUE overrides. End-to-end cases run ``tools/train_net.py`` on tiny fixtures.
 """
 
+import errno
 import os
 import re
 import signal
 import subprocess
 import sys
+import traceback
 
 import pytest
 import torch
@@ -339,6 +341,63 @@ def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     assert (tmp_path / "model_0000.pth").read_bytes() == good
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000.pth"
     assert torch.load(tmp_path / "model_0000.pth")["epoch"] == 0
+
+
+class _DiskFills:
+    """A file that takes ``room`` bytes, then fails as a full disk does (OSError ENOSPC)."""
+
+    def __init__(self, f, room):
+        self._f, self._room = f, room
+
+    def write(self, data):
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@pytest.fixture(params=["full-writer", "tmpfs"])
+def full_disk(request, tmp_path, monkeypatch):
+    """A folder where a checkpoint does not fit: files that fail with ENOSPC after 64 KB, or a
+    1 MB tmpfs (needs the right to mount; skipped without it)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if request.param == "full-writer":
+        fdopen = os.fdopen
+        monkeypatch.setattr(os, "fdopen", lambda *a, **k: _DiskFills(fdopen(*a, **k), 2**16))
+        yield folder
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_disk_full_during_a_checkpoint_save_ends_with_no_space_left(full_disk):
+    model = nn.Linear(1000, 500)  # 2 MB of weights
+    checkpointer = Checkpointer(model, str(full_disk))
+    with pytest.raises(OSError) as caught:
+        checkpointer.save("model_final", epoch=0)
+    assert caught.value.errno == errno.ENOSPC
+    # The last line of the traceback a training prints says what happened and what to do.
+    last = traceback.format_exception(caught.value)[-1].strip()
+    assert "No space left on device" in last and "unexpected pos" not in last, last
+    assert str(full_disk / "model_final.pth") in last and "free" in last, last
+    assert os.listdir(full_disk) == []  # neither the checkpoint nor its temporary file
 
 
 class _WithHead(nn.Module):

@@ -13,9 +13,10 @@ import plugins  # noqa: E402, F401
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from fastreid.modeling.meta_arch import build_model  # noqa: E402
 
+from plugins.data.datasets.vi_reid import build_vi_dataset  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
+from plugins.engine.lr_schedule import build_epoch_lr_scheduler, uses_epoch_schedule  # noqa: E402
 from plugins.engine.optimizer import build_plugin_optimizer  # noqa: E402
 from projects.rsba.losses import (  # noqa: E402
     contrastive_alignment_loss,
@@ -25,22 +26,17 @@ from projects.rsba.losses import (  # noqa: E402
 from projects.rsba.model import CrossViewFusion, other_views  # noqa: E402
 from tests.fixtures_model import ROOT  # noqa: E402
 from tests.fixtures_vi import CLIP_VI_SHORT_RUN, write_synthetic_vi  # noqa: E402
+from tests.fixtures_vi_methods import PIDS, build_vi_model, vi_batch  # noqa: E402
 from tests.test_train_net import eval_only_reproduces, train_net  # noqa: E402
 
 DEMO = "configs/Demo/regdb_rsba.yml"
 REAL = [f"configs/{d}/rsba.yml" for d in ("SYSUMM01", "RegDB", "LLCM")]
 ABLATION = [f"configs/SYSUMM01/rsba_ablation/{n}.yml" for n in
             ("0_baseline", "1_esfa", "2_esfa_csia", "3_esfa_cvsc")]  # fmt: skip
-PIDS = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3] * 2)
-CODES = torch.tensor([0] * 8 + [1] * 8)
 
 
 def build(config=DEMO, *opts):
-    cfg = build_config(
-        os.path.join(ROOT, config), ["MODEL.HEADS.NUM_CLASSES", "4", "MODEL.DEVICE", "cpu", *opts]
-    )
-    torch.manual_seed(0)
-    return cfg, build_model(cfg)
+    return build_vi_model(config, *opts)
 
 
 def batch(seed=0):
@@ -49,12 +45,7 @@ def batch(seed=0):
     text[:, 0] = 49406
     text[:, 1:9] = torch.randint(1, 40000, (16, 8), generator=g)
     text[:, 9] = 49407
-    return {
-        "images": torch.rand(16, 3, 64, 32, generator=g) * 255,
-        "targets": PIDS.clone(),
-        "modalities": CODES.clone(),
-        "text": text,
-    }
+    return {**vi_batch(g), "text": text}  # images drawn after the tokens, as before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +154,22 @@ def test_other_views_are_same_identity_and_never_the_item_itself():
 # ---------------------------------------------------------------------------------------------
 # model
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", REAL + ABLATION)
+def test_real_configs_schedule_the_printed_epochs(path):
+    """120 epochs at 3e-4, x0.1 at epochs 40 and 70 counted from the start (fast-reid's
+    schedule counts them after its warm-up), no warm-up; an epoch as AGW's sampler counts it."""
+    cfg = build_config(os.path.join(ROOT, path), ["MODEL.DEVICE", "cpu"])
+    assert uses_epoch_schedule(cfg) and cfg.DATALOADER.VI_EPOCH == "sampler"
+    assert cfg.SOLVER.WARMUP_EPOCHS == 0 and cfg.SOLVER.WARMUP_ITERS == 0
+    param = torch.nn.Parameter(torch.zeros(1))
+    schedule = build_epoch_lr_scheduler(cfg, torch.optim.Adam([param], lr=cfg.SOLVER.BASE_LR))
+    lrs = [schedule["epoch_sched"].lrs_at(e)[0] for e in (0, 39, 40, 69, 70, 119)]
+    assert lrs == pytest.approx([3e-4, 3e-4, 3e-5, 3e-5, 3e-6, 3e-6])
+    # AGW's weight decay on every parameter, biases included (5e-4 said, not inherited).
+    s = cfg.SOLVER
+    assert s.WEIGHT_DECAY == s.WEIGHT_DECAY_NORM == s.WEIGHT_DECAY_BIAS == 5e-4
+
+
 def test_real_configs_follow_the_paper():
     for path in REAL:
         cfg = build_config(os.path.join(ROOT, path), ["MODEL.DEVICE", "cpu"])
@@ -271,7 +278,7 @@ E2E = CLIP_VI_SHORT_RUN + [
 @pytest.mark.parametrize(
     "name, config", [("SYSUMM01", "configs/SYSUMM01/rsba.yml"), ("RegDB", DEMO)]
 )
-def test_trains_with_captions_and_eval_only_reproduces(name, config, tmp_path):
+def test_trains_with_captions_and_eval_only_reproduces(name, config, tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_synthetic_vi(name, data)
     out = tmp_path / "train"
@@ -279,6 +286,14 @@ def test_trains_with_captions_and_eval_only_reproduces(name, config, tmp_path):
     log = train_net(config, str(data), *opts)
     for loss in ("loss_id", "loss_mse", "loss_con", "loss_sc"):
         assert loss in log, loss
+    # Two epochs of AGW's two-modality sampler: int(max(n_vis, n_ir) / (P K)) + 1 batches each,
+    # P K = 8 / 2, not fast-reid's (n_vis + n_ir) // 8.
+    monkeypatch.setenv("FASTREID_DATASETS", str(data))
+    train = build_vi_dataset(build_config(os.path.join(ROOT, config)), name).train
+    n_vis = sum(item.modality == "visible" for item in train)
+    per_epoch = max(n_vis, len(train) - n_vis) // 4 + 1
+    assert per_epoch != len(train) // 8
+    assert f"iteration 0 of {2 * per_epoch}" in log
     evaluated = eval_only_reproduces(
         config, str(data), opts, out / "model_final.pth", tmp_path / "eval", name, log
     )

@@ -326,7 +326,11 @@ def test_build_index_cli_writes_an_index(rgb, tmp_path):
     assert re.search(r"recall@7 of the hnsw index .* against exact search: \d\.\d{4}", output)
     assert sorted(os.listdir(index_dir)) == ["identity.json", "index.faiss", "items.json"]
     with open(os.path.join(index_dir, "items.json")) as f:
-        assert [item["name"] for item in json.load(f)] == GALLERY_ORDER
+        items = json.load(f)
+    assert [item["name"] for item in items["items"]] == GALLERY_ORDER
+    with open(os.path.join(index_dir, "identity.json")) as f:
+        identity = json.load(f)
+    assert identity["build_id"] == items["build_id"] and len(identity["build_id"]) == 32
 
 
 # --------------------------------------------------------------------------------- refusals
@@ -405,3 +409,292 @@ def test_rgb_folder_for_an_rgbt_model_is_refused(rgb, rgbt, tmp_path):
         build_index(
             str(ROOT / TIPR), OPTS + ["MODEL.WEIGHTS", rgb.weights], rgbt.pairs, str(tmp_path / "i")
         )
+
+
+# --------------------------------------------------------------------------------- nothing silent
+def load_tool(name):
+    """A tool of tools/ as a module, to call its ``main`` in this process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_line_error(capsys):
+    """The single stderr line of a tool that refused, without its ``error: `` prefix."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0][len("error: ") :], captured.out
+
+
+def copy_gallery(rgb, folder):
+    shutil.copytree(rgb.gallery, folder)
+    return str(folder)
+
+
+@pytest.mark.timeout(60)  # the old walk never ends on two loops: fail instead of hanging
+def test_symbolic_link_loops_visit_each_folder_and_file_once(tmp_path):
+    gallery = tmp_path / "g"
+    write_image(str(gallery / "a.png"))
+    write_image(str(gallery / "x" / "b.png"), (10, 200, 10))
+    write_image(str(gallery / "y" / "c.png"), (10, 10, 200))
+    os.symlink("../", gallery / "x" / "up")  # x/up/x/up/... : one loop
+    os.symlink("../", gallery / "y" / "up")  # and a second one: 2^40 paths to walk
+    os.symlink("a.png", gallery / "alias.png")  # one file under two names
+    os.symlink(str(gallery / "y"), tmp_path / "y_link")
+    os.symlink(str(tmp_path / "y_link"), gallery / "z")  # a folder reached by a second path
+    assert [i.name for i in list_gallery(str(gallery))] == ["a.png", "x/b.png", "y/c.png"]
+
+
+def test_one_symbolic_link_loop_indexes_each_image_once(tmp_path):
+    gallery = tmp_path / "g"
+    write_image(str(gallery / "sub" / "a.png"))
+    os.symlink("../", gallery / "sub" / "loop")
+    assert [i.name for i in list_gallery(str(gallery))] == ["sub/a.png"]
+
+
+def test_a_second_build_into_a_folder_being_built_is_refused(rgb, tmp_path):
+    from plugins.engine.defaults import OutputDirLock
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(rgb.index, index_dir)
+    before = {n: (index_dir / n).read_bytes() for n in os.listdir(index_dir)}
+    opts = OPTS + ["MODEL.WEIGHTS", rgb.weights]
+    with OutputDirLock(str(index_dir)):  # another build holds the folder
+        with pytest.raises(
+            SearchError, match=rf"being written by another process \(pid {os.getpid()},"
+        ):
+            build_index(str(ROOT / TIPR), opts, rgb.gallery, str(index_dir))
+    assert {n: (index_dir / n).read_bytes() for n in before} == before
+    # The lock went with the build: the next one replaces the folder whole, lock file included.
+    build_index(str(ROOT / TIPR), opts, rgb.gallery, str(index_dir))
+    assert sorted(os.listdir(index_dir)) == ["identity.json", "index.faiss", "items.json"]
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+
+
+def test_an_index_mixing_two_builds_is_refused(rgb, tmp_path, capsys):
+    _, other = build_model_from(TIPR, "MODEL.HEADS.NUM_CLASSES", "7", "MODEL.CLIP.NAME", "tiny-vit")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05)
+    weights = save_checkpoint(other, tmp_path / "other.pth")
+    other_index = tmp_path / "other"
+    build_index(str(ROOT / TIPR), OPTS + ["MODEL.WEIGHTS", weights], rgb.gallery, str(other_index))
+    search = load_tool("search")
+    capsys.readouterr()
+    for name in ("index.faiss", "items.json"):
+        mixed = tmp_path / f"mixed_{name}"
+        shutil.copytree(rgb.index, mixed)
+        shutil.copy(other_index / name, mixed / name)  # same gallery, same size: only ids differ
+        with pytest.raises(IndexError_, match=f"mixes files of different builds \\({name} not"):
+            SearchIndex.load(str(mixed))
+        assert search.main(["--index", str(mixed), QUERY, "--picture", ""]) == 1
+        message, out = one_line_error(capsys)
+        assert "rebuild the index with tools/build_index.py" in message and out == ""
+
+
+def test_an_interrupted_build_leaves_the_previous_index(rgb, tmp_path, monkeypatch):
+    import plugins.search.index as index_module
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(rgb.index, index_dir)
+    before = {n: (index_dir / n).read_bytes() for n in os.listdir(index_dir)}
+
+    def killed_mid_write(index, path):
+        with open(path, "wb") as f:
+            f.write(b"IxFI half an index")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(index_module.faiss, "write_index", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(
+            str(ROOT / TIPR), OPTS + ["MODEL.WEIGHTS", rgb.weights], rgb.gallery, str(index_dir)
+        )
+    monkeypatch.undo()
+    # The folder as it was (besides the lock file the build held, as training leaves one).
+    assert {
+        n: (index_dir / n).read_bytes() for n in os.listdir(index_dir) if n != ".lock"
+    } == before
+    assert [p for p in os.listdir(tmp_path) if p != "index"] == []  # no staging folder left
+    assert len(TextSearcher(str(index_dir)).search(QUERY, 3)) == 3
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: a refusal must come before it."""
+    import plugins.search.engine as engine
+
+    def load_model(cfg):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(engine, "load_model", load_model)
+
+
+BUILD_REFUSALS = {
+    "missing recall queries": (
+        ["--recall-queries", "{tmp}/none.txt"],
+        "--recall-queries {tmp}/none.txt: No such file or directory: pass a text file of "
+        "sentences, one per line.",
+    ),
+    "non-UTF-8 recall queries": (
+        ["--recall-queries", "{tmp}/latin1.txt"],
+        "--recall-queries {tmp}/latin1.txt is not UTF-8 text (byte 0xe8 at offset 32): save it "
+        "as UTF-8, one sentence per line.",
+    ),
+    "negative workers": (
+        ["--num-workers", "-1"],
+        "--num-workers -1: pass 0 (read images in this process) or a number of image-reading "
+        "processes.",
+    ),
+    "empty batches": (["--batch-size", "0"], "--batch-size 0: pass 1 or more images per batch."),
+    "out below a file": (
+        ["--out", "{tmp}/file/index"],
+        "--out {tmp}/file/index cannot be created: {tmp}/file is a file, not a folder; pass a "
+        "folder path.",
+    ),
+    "out on a read-only file system": (
+        ["--out", "{tmp}/read_only/index"],
+        "--out {tmp}/read_only/index cannot be written ({tmp}/read_only is read-only or not "
+        "yours): pass a folder you can write to.",
+    ),
+    "out holding other files": (
+        ["--out", "{tmp}/crowded"],
+        "--out {tmp}/crowded holds files this tool did not write (model_final.pth) and the "
+        "folder is replaced whole: pass a new or empty folder, or one this tool wrote before.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUILD_REFUSALS))
+def test_build_refusals_come_first_in_one_line(case, rgb, tmp_path, capsys, no_model, monkeypatch):
+    (tmp_path / "latin1.txt").write_bytes(
+        "a man in a red coat\nune femme très élégante\n".encode("latin-1")
+    )
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "crowded").mkdir()
+    (tmp_path / "crowded" / "model_final.pth").write_text("not an index file")
+    read_only = str(tmp_path / "read_only")
+    os.mkdir(read_only)
+    real_access = os.access  # a read-only file system: refused to root as well
+    monkeypatch.setattr(
+        os, "access", lambda p, m, **kw: False if str(p) == read_only else real_access(p, m, **kw)
+    )
+    args, expected = BUILD_REFUSALS[case]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    argv = ["--config-file", str(ROOT / TIPR), "MODEL.WEIGHTS", rgb.weights, *OPTS, "--gallery"]
+    argv += [rgb.gallery, "--approx", "hnsw", "--out", str(tmp_path / "index"), *args]
+    assert load_tool("build_index").main(argv) == 1
+    message, _ = one_line_error(capsys)
+    assert message == expected.replace("{tmp}", str(tmp_path))
+    assert not os.path.exists(tmp_path / "index")
+    assert os.listdir(tmp_path / "crowded") == ["model_final.pth"]
+
+
+def test_a_corrupt_image_read_by_workers_is_one_line(rgb, tmp_path, capsys):
+    gallery = copy_gallery(rgb, tmp_path / "g")
+    bad = os.path.join(gallery, "b", "broken.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n truncated")
+    tool = load_tool("build_index")
+    argv = ["--config-file", str(ROOT / TIPR), "MODEL.WEIGHTS", rgb.weights, *OPTS]
+    argv += ["--gallery", gallery, "--out", str(tmp_path / "index"), "--num-workers", "2"]
+    assert tool.main(argv) == 1
+    message, _ = one_line_error(capsys)
+    assert message.startswith(f"cannot read gallery image {bad}: "), message
+    assert message.endswith("replace that file with a readable image, or move it out of the "
+                            "gallery, and build the index again.")  # fmt: skip
+    assert "dataset_stats" not in message and len(message) < 400, message
+    assert not os.path.exists(tmp_path / "index")
+
+
+def test_an_unknown_device_is_one_line(rgb, capsys):
+    assert load_tool("search").main(["--index", rgb.index, QUERY, "--device", "tpu"]) == 1
+    message, _ = one_line_error(capsys)
+    assert (
+        message == "--device tpu: not a device the search runs on; pass cpu, cuda, cuda:N or auto."
+    )
+
+
+def test_a_picture_that_cannot_be_written_is_refused_before_the_search(rgb, tmp_path, capsys):
+    missing = str(tmp_path / "no_folder" / "ranked.png")
+    assert load_tool("search").main(["--index", rgb.index, QUERY, "--picture", missing]) == 1
+    message, out = one_line_error(capsys)
+    assert message.startswith(f"--picture {missing} cannot be written") and out == ""
+
+
+def test_a_read_only_index_draws_its_picture_elsewhere(rgb, tmp_path, capsys, monkeypatch):
+    index_dir = tmp_path / "shared_index"
+    shutil.copytree(rgb.index, index_dir)
+    real_access = os.access  # a read-only file system: refused to root as well
+
+    def access(path, mode, **kwargs):
+        if mode & os.W_OK and os.path.abspath(path).startswith(str(index_dir)):
+            return False
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    search = load_tool("search")
+    monkeypatch.setattr(search.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert search.main(["--index", str(index_dir), QUERY, "--top-k", "2"]) == 0
+    captured = capsys.readouterr()
+    elsewhere = str(tmp_path / "last_query.png")
+    # Said before the search, on the first line.
+    assert captured.err.splitlines()[0] == (
+        f"the index folder {index_dir} is read-only: the picture goes to {elsewhere} "
+        "(--picture chooses another place)"
+    )
+    assert len(captured.out.splitlines()) == 2 and os.path.getsize(elsewhere) > 0
+    assert not os.path.exists(index_dir / "last_query.png")
+
+
+def test_an_index_inside_its_gallery_is_never_indexed(rgb, tmp_path):
+    gallery = copy_gallery(rgb, tmp_path / "g")
+    index_dir = os.path.join(gallery, "index")
+    opts = OPTS + ["MODEL.WEIGHTS", rgb.weights]
+    lines = []
+    for _ in range(2):  # the second build finds the first's index and its picture
+        build_index(str(ROOT / TIPR), opts, gallery, index_dir, echo=lines.append)
+        write_image(os.path.join(index_dir, "last_query.png"), size=(64, 32))
+        assert [item.name for item in SearchIndex.load(index_dir).items] == GALLERY_ORDER
+    assert (
+        f"the index folder {index_dir} is inside the gallery {gallery}: it is not indexed." in lines
+    )
+    # An index folder elsewhere in the gallery is not indexed either.
+    shutil.copytree(index_dir, os.path.join(gallery, "c", "old_index"))
+    assert [item.name for item in list_gallery(gallery)] == GALLERY_ORDER
+
+
+def test_search_batch_answers_each_query_as_search_does(rgb):
+    searcher = TextSearcher(rgb.index)
+    texts = [QUERY, "man", "a person in white shoes carrying a large black backpack", QUERY]
+    ks = [3, 7, 1, 5]
+    batch = searcher.search_batch(texts, ks)
+    for text, k, results in zip(texts, ks, batch):
+        alone = searcher.search(text, k)
+        assert [r["index"] for r in results] == [r["index"] for r in alone]
+        np.testing.assert_allclose(
+            [r["score"] for r in results], [r["score"] for r in alone], atol=1e-5
+        )
+    assert [len(r) for r in searcher.search_batch(texts, 2)] == [2, 2, 2, 2]
+    with pytest.raises(SearchError, match="the query is empty"):
+        searcher.search_batch([QUERY, " "], 3)
+
+
+def test_config_overrides_are_checked_in_one_place(capsys):
+    from plugins.engine.defaults import plugin_argument_parser
+
+    expected = "the config overrides must be KEY VALUE pairs, but 3 words were given (A 1 B): a KEY lacks its VALUE."
+    with pytest.raises(SystemExit):
+        plugin_argument_parser().parse_args(["--config-file", "c.yml", "A", "1", "B"])
+    assert capsys.readouterr().err.strip().endswith(expected)
+    for tool, extra in (("build_index", ["--gallery", "g"]), ("export_onnx", [])):
+        with pytest.raises(SystemExit) as e:
+            load_tool(tool).parse_args(
+                ["--config-file", "c.yml", "A", "1", "--out", "o", "B", *extra]
+            )
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip().endswith(expected), tool

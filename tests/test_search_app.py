@@ -311,6 +311,7 @@ def test_image_serves_gallery_files_only(person_gallery, tmp_path):
                 "image/..%2F..%2Fsecret.txt",
                 "image/" + str(secret),
                 "secret.txt",
+                "image/" + "9" * 5000,  # int() refuses more than 4300 digits
             ]
         }
     with open(person_gallery[0].path, "rb") as f:
@@ -324,6 +325,111 @@ def test_image_serves_gallery_files_only(person_gallery, tmp_path):
         # One line, and no gallery path revealed (the request's own text may be echoed).
         assert "\n" not in data["error"], path
         assert os.path.dirname(person_gallery[0].path) not in data["error"], path
+
+
+def test_an_index_of_thousands_of_digits_is_404(person_gallery):
+    with serving(StandInSearcher(person_gallery, SCORES, has_identities=True)) as url:
+        status, data = get_json(url + "image/" + "5" * 5000)
+    assert status == 404, data
+    assert data == {"error": "no such gallery image: '5555555555555555555555555555555555555555'"
+                    "... (5000 characters) is not an index"}  # fmt: skip
+
+
+class BatchingSearcher(StandInSearcher):
+    """A stand-in whose ranking depends on the text (``"q<i>"`` ranks item i % 4 first) and
+    that answers ``search_batch`` too, recording each batch; its first search waits until
+    ``release`` is set, so that the requests sent meanwhile pile up behind it."""
+
+    def __init__(self, items):
+        super().__init__(items, SCORES, has_identities=True)
+        self.batches = []
+        self.release = threading.Event()
+
+    def ranking(self, text):
+        if not self.release.is_set():
+            self.release.wait(timeout=30)
+        if text == "boom":
+            raise ValueError("boom is not a description")
+        first = int(text[1:]) % len(self._items)
+        return [first] + [i for i in range(len(self._items)) if i != first]
+
+    def search(self, text, top_k=10):
+        self.calls.append((text, top_k))
+        return self._results(self.ranking(text)[:top_k])
+
+    def search_batch(self, texts, top_ks):
+        self.batches.append(list(texts))
+        return [self._results(self.ranking(t)[:k]) for t, k in zip(texts, top_ks)]
+
+    def _results(self, order):
+        return [
+            {"rank": r, "score": 1.0 / r, "name": self._items[i].name, "path": self._items[i].path,
+             "t_path": "", "pid": self._items[i].pid, "index": i}
+            for r, i in enumerate(order, 1)
+        ]  # fmt: skip
+
+
+def ask_together(url, searcher, queries):
+    """Send ``queries`` at once while the searcher holds its first search; their answers."""
+    answers = {}
+
+    def ask(text):
+        answers[text] = get_json(url + f"api/search?q={text}&k={1 + len(text) % 3}")
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in queries]
+    threads[0].start()
+    deadline = time.monotonic() + 30
+    while not (searcher.calls or searcher.batches) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first request is being answered, alone
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.5)  # the others wait behind it
+    searcher.release.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers) == sorted(queries)
+    return answers
+
+
+def assert_answered(text, answer):
+    status, data = answer
+    assert status == 200, data
+    assert data["query"] == text and data["k"] == 1 + len(text) % 3
+    assert len(data["results"]) == data["k"]
+    assert data["results"][0]["index"] == int(text[1:]) % 4, (text, data)
+
+
+def test_the_listen_queue_holds_a_burst_of_connections(person_gallery):
+    server = make_server(StandInSearcher(person_gallery, SCORES, True), "127.0.0.1", 0)
+    try:
+        assert server.request_queue_size >= 128  # socketserver's default of 5 drops a burst
+    finally:
+        server.server_close()
+
+
+def test_concurrent_requests_are_batched_and_each_answered_correctly(person_gallery):
+    searcher = BatchingSearcher(person_gallery)
+    queries = [f"q{i}" for i in range(24)]
+    with serving(searcher) as url:
+        answers = ask_together(url, searcher, queries)
+    for text in queries:
+        assert_answered(text, answers[text])
+    # The first alone, the 23 that came meanwhile in one pass.
+    assert searcher.calls == [("q0", 3)]
+    assert sorted(searcher.batches[0]) == sorted(queries[1:]) and len(searcher.batches) == 1
+    assert sorted(answers[q][1]["batch"] for q in queries) == [1] + [23] * 23
+
+
+def test_a_refused_query_in_a_batch_fails_alone(person_gallery):
+    searcher = BatchingSearcher(person_gallery)
+    queries = ["q0", "q5", "boom", "q6", "q7"]
+    with serving(searcher) as url:
+        answers = ask_together(url, searcher, queries)
+    assert answers["boom"] == (400, {"error": "boom is not a description"})
+    for text in queries:
+        if text != "boom":
+            assert_answered(text, answers[text])
+    assert len(searcher.batches) == 1 and sorted(searcher.batches[0]) == sorted(queries[1:])
 
 
 def test_image_of_a_deleted_file_is_404_without_its_path(person_gallery):

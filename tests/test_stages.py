@@ -1,5 +1,7 @@
 """The multi-stage engine: freezing, lr factors, the feature cache, and two stages end to end."""
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -20,11 +22,12 @@ from plugins.engine.stages import (
     freeze_for_stage,
     load_or_build_cache,
     model_stages,
+    publish_results,
     stage_config,
     tensor_fingerprint,
 )
 from plugins.modeling.retrieval import CLIPRetrieval
-from tests.test_train_net import ROOT, TINY, TRAIN_NET
+from tests.test_train_net import ROOT, TINY, TRAIN_NET, final_results
 
 TOY = "ToyTwoStage"
 
@@ -168,7 +171,7 @@ def test_stage_config_applies_opts_and_sub_folder():
     scfg = stage_config(cfg, first)
     assert scfg.OUTPUT_DIR == os.path.join("out", "first") and scfg.SOLVER.MAX_EPOCH == 2
     assert scfg.MODEL.WEIGHTS == "w.pth"
-    later = stage_config(cfg, second, weights_from_checkpoint=True)
+    later = stage_config(cfg, second, "w.pth")
     assert later.SOLVER.MAX_EPOCH == 1 and later.MODEL.WEIGHTS == ""
     assert later.MODEL.BACKBONE.PRETRAIN is False and later.MODEL.CLIP.WEIGHTS == ""
 
@@ -189,10 +192,17 @@ def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_two_stages_freeze_scale_and_chain(rgbt, tmp_path):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def two_stage_run(rgbt, tmp_path_factory):
+    """The toy model's two stages trained once: (OUTPUT_DIR, training output)."""
+    out = tmp_path_factory.mktemp("two_stages") / "out"
     code, log = _run(rgbt, out)
     assert code == 0, log[-4000:]
+    return out, log
+
+
+def test_two_stages_freeze_scale_and_chain(rgbt, two_stage_run):
+    out, log = two_stage_run
     assert "Stage 1/2 'first': training" in log
     assert f"Stage 2/2 'second': training, starting from the previous stage's {out}" in log
     assert "toy model enters stage first" in log and "toy model enters stage second" in log
@@ -216,3 +226,37 @@ def test_two_stages_freeze_scale_and_chain(rgbt, tmp_path):
     code, log = _run(rgbt, out, "SOLVER.BASE_LR", "0.5")
     assert code != 0
     assert "was trained with another config (SOLVER.BASE_LR" in log
+
+
+def test_final_model_is_published_where_single_stage_runs_leave_it(rgbt, two_stage_run):
+    out, log = two_stage_run
+    published, last = out / "model_final.pth", out / "second" / "model_final.pth"
+    assert published.is_file(), sorted(os.listdir(out))
+    # A hard link to the last stage's file where the file system has them: no second copy.
+    assert os.path.samefile(published, last)
+    assert f"model_final.pth of the last stage linked to {published}" in log
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    # The usual evaluation command, with the method's config, evaluates the trained model.
+    results = (out / "results.json").read_bytes()
+    code, evaluated = _run(rgbt, out, "--eval-only", "MODEL.WEIGHTS", str(published))
+    assert code == 0, evaluated[-4000:]
+    assert final_results(evaluated, "RGBTPEDES") == final_results(log, "RGBTPEDES")
+    again = json.loads((out / "results.json").read_bytes())["RGBTPEDES"]
+    assert again == pytest.approx(json.loads(results)["RGBTPEDES"])
+
+
+def test_published_model_is_a_copy_where_hard_links_fail(tmp_path, monkeypatch):
+    source = tmp_path / "stage" / "model_final.pth"
+    source.parent.mkdir()
+    source.write_bytes(b"PK\x03\x04 weights")
+    (source.parent / "results.json").write_text("{}")
+
+    def no_links(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "hard links are not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    publish_results(str(source.parent), str(tmp_path))
+    published = tmp_path / "model_final.pth"
+    assert published.read_bytes() == source.read_bytes()
+    assert not os.path.samefile(published, source)
+    assert sorted(os.listdir(tmp_path)) == ["model_final.pth", "results.json", "stage"]

@@ -65,7 +65,7 @@ def test_person_crop_needs_last_stride_one():
 
 def test_square_checkpoint_loads_with_resized_pool_positions(tmp_path):
     """A checkpoint made at CLIP's 224 (7x7 pool grid) loads into the 64x32 last-stride-1 model:
-    every weight as saved, the pool positions bicubically resized (mean token unchanged)."""
+    every weight as saved, the pool positions resized (mean token unchanged)."""
     torch.manual_seed(1)
     source = build_clip_model("tiny-rn", image_size=(224, 224), warn_random_init=False)
     assert source.visual.attnpool.positional_embedding.shape[0] == 50
@@ -138,6 +138,20 @@ def test_frozen_batch_norms_keep_their_statistics():
     two(torch.randn(4, 3, 64, 32) * 3 + 1, torch.tensor([0, 0, 1, 1]))
     assert torch.equal(frozen_bn.running_mean, before[0])
     assert not torch.equal(trained_bn.running_mean, before[1])
+
+
+def test_frozen_batch_norms_named_to_keep_training_follow_the_batches():
+    two = TwoStreamCLIPResNet(tiny().visual)
+    for p in two.parameters():
+        p.requires_grad_(False)
+    two.train()
+    freeze_frozen_norms(two, keep_training=("shared.",))
+    shared_bn, stem_bn = two.shared.stages[0][0].bn1, two.visible[0].bn1
+    assert shared_bn.training and not stem_bn.training
+    before = shared_bn.running_mean.clone(), stem_bn.running_mean.clone()
+    two(torch.randn(4, 3, 64, 32) * 3 + 1, torch.tensor([0, 0, 1, 1]))
+    assert not torch.equal(shared_bn.running_mean, before[0])
+    assert torch.equal(stem_bn.running_mean, before[1])
 
 
 def test_paired_halves_follow_the_modality_sampler_layout():

@@ -1,6 +1,7 @@
 """fast-reid's Bag-of-Tricks / AGW configs on the VI-ReID datasets, AGW's triplet loss against the
 plugin's weighted regularised triplet, and tools/run_trials.py's bookkeeping (no training)."""
 
+import glob
 import json
 import math
 import os
@@ -77,6 +78,38 @@ def test_vi_config_settings(path):
         assert list(cfg.INPUT.SIZE_TRAIN) == list(cfg.INPUT.SIZE_TEST) == [288, 144]
         name = os.path.splitext(os.path.basename(path))[0]
         assert cfg.OUTPUT_DIR == f"output/{DATASETS[dataset]}/{name}"
+
+
+@pytest.mark.parametrize("path", REAL + DEMO)
+def test_fastreid_configs_keep_fastreids_epoch_and_schedule(path):
+    """fast-reid's Bag of Tricks / AGW train as fast-reid does (its published figures): an epoch
+    of (visible + infrared images) / batch, per-iteration warm-up, STEPS after the warm-up."""
+    cfg = _cfg(path)
+    assert cfg.DATALOADER.VI_EPOCH == "images" and cfg.SOLVER.SCHED_UNIT == "iteration"
+    if path in REAL:
+        assert list(cfg.SOLVER.STEPS) == [40, 90] and cfg.SOLVER.WARMUP_ITERS == 2000
+        assert cfg.SOLVER.MAX_EPOCH == 120
+
+
+CLIP_VI = sorted(
+    os.path.relpath(p, ROOT)
+    for d in list(DATASETS) + ["Demo"]
+    for m in ("clip4vireid", "rsba")
+    for p in glob.glob(os.path.join(ROOT, "configs", d, f"*{m}*.yml"))
+) + sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "configs", "SYSUMM01", "rsba_ablation", "*.yml"))
+)
+
+
+@pytest.mark.parametrize("path", CLIP_VI)
+def test_clip_vi_configs_count_epochs_as_the_papers(path):
+    """The paper-following configs (Base-CLIP-VIReID.yml): AGW's two-modality epoch, one lr per
+    epoch with STEPS from the start, whole-epoch warm-ups, bias decay said explicitly."""
+    cfg = _cfg(path)
+    assert cfg.DATALOADER.VI_EPOCH == "sampler" and cfg.SOLVER.SCHED_UNIT == "epoch"
+    assert cfg.SOLVER.WARMUP_ITERS == 0 and cfg.SOLVER.DELAY_EPOCHS == 0
+    assert cfg.SOLVER.WEIGHT_DECAY_BIAS == cfg.SOLVER.WEIGHT_DECAY
 
 
 @pytest.mark.parametrize("path", REAL)

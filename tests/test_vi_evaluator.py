@@ -1,5 +1,7 @@
 """VI-ReID protocols (modes, query / gallery draws) and VIReIDEvaluator on hand-made features."""
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -81,13 +83,19 @@ def test_draws_are_the_documented_ones_reproducible_and_differ_across_trials():
         assert len(set(galleries)) == 10  # every trial draws another gallery
         for t in first:
             assert len(t.gallery) == 20 * shots
-            # The documented draw, written out: groups in (pid, camid) order, members ascending.
-            rng = np.random.default_rng(t.trial)
+            # The documented draw (AGW's), written out: random.seed(trial); identities, then
+            # cameras 1, 2, 4, 5; each group's files by name ("0_1_10.jpg" before "0_1_2.jpg",
+            # so not in position order); choice (single-shot) or sample (multi-shot).
+            rng = random.Random(t.trial)
             expected = []
             for p in range(5):
                 for c in VISIBLE_SYSU:
                     members = [i for i, s in enumerate(spec) if s == (p, c)]
-                    expected += rng.choice(members, size=shots, replace=False).tolist()
+                    members.sort(key=lambda i: ts.images[i].path)
+                    if shots == 1:
+                        expected.append(rng.choice(members))
+                    else:
+                        expected += rng.sample(members, shots)
             assert t.gallery.tolist() == sorted(expected)
     assert len(protocol_trials(ts, "all_single", trials=3)) == 3
     # draw_gallery on its own: seeds decide, and a small group is taken whole.
@@ -122,19 +130,25 @@ def test_llcm_one_image_per_identity_and_camera_same_cam_id():
     ]
     ts = VITestSet(tuple(ims), "llcm")
     assert protocol_modes(ts) == ["ir2vis", "vis2ir"]
-    for mode, (qm, gm) in {
-        "ir2vis": ("infrared", "visible"),
-        "vis2ir": ("visible", "infrared"),
+    # (mode, convention) -> (modality of every image of the query side, of the drawn side)
+    for (mode, convention), (every, drawn) in {
+        ("ir2vis", "published"): ("infrared", "visible"),
+        ("ir2vis", "literal"): ("infrared", "visible"),
+        # DEEN's VIS-to-IR: the drawn infrared images query every visible image.
+        ("vis2ir", "published"): ("visible", "infrared"),
+        ("vis2ir", "literal"): ("visible", "infrared"),
     }.items():
-        trials = protocol_trials(ts, mode)
+        trials = protocol_trials(ts, mode, llcm_vis2ir=convention)
         assert len(trials) == 10
+        swapped = (mode, convention) == ("vis2ir", "published")
         for t in trials:
             assert (t.camera_rule, t.unique_ids) == ("same_cam_id", True)
-            assert t.query.tolist() == [i for i, im in enumerate(ims) if im.modality == qm]
-            assert {ims[i].modality for i in t.gallery} == {gm}
-            groups = groups_of(ts, t.gallery)
+            full, sample = (t.gallery, t.query) if swapped else (t.query, t.gallery)
+            assert full.tolist() == [i for i, im in enumerate(ims) if im.modality == every]
+            assert {ims[i].modality for i in sample} == {drawn}
+            groups = groups_of(ts, sample)
             assert len(groups) == 6 and all(len(v) == 1 for v in groups.values())
-        assert len({tuple(t.gallery.tolist()) for t in trials}) > 1
+        assert len({tuple((t.query if swapped else t.gallery).tolist()) for t in trials}) > 1
 
 
 def test_protocol_errors():
@@ -171,7 +185,7 @@ def test_sysu_evaluator_by_hand():
     # all_single (one of the two tied (1, 1) images, same feature either way):
     #   A drops (2, 2): ranks p1 p2 p1 -> positives 1, 3: R1 100, AP 5/6, INP 2/3.
     #   B: p2 p1 p2 p1 -> positives 2, 4; identity rank 2: R1 0, AP 1/2, INP 1/2.
-    #   means: R1 50, R10 100, mAP 2/3, mINP 7/12.
+    #   means: R1 50, R5 100, R10 100, mAP 2/3, mINP 7/12.
     # all_multi (both (1, 1) images): A: p1 p1 p2 p1 -> 1, 2, 4: AP 11/12, INP 3/4;
     #   B: p2 p1 p1 p2 p1 -> 2, 3, 5: AP 53/90, INP 3/5. mAP 271/360, mINP 27/40.
     # indoor_single (cams 1, 2): A: p1 -> AP 1; B: p2 p1 -> AP 1/2. mAP = mINP = 3/4.
@@ -184,8 +198,17 @@ def test_sysu_evaluator_by_hand():
         VIReIDEvaluator(ts, dataset_name="SYSUMM01"), feats, [[6, 2], [0], [5, 1, 3], [4]]
     )
     check(
-        results, "all_single", {"R1": 50, "R10": 100, "R20": 100, "mAP": 200 / 3, "mINP": 700 / 12}
+        results,
+        "all_single",
+        {"R1": 50, "R5": 100, "R10": 100, "R20": 100, "mAP": 200 / 3, "mINP": 700 / 12},
     )
+    # Every mode reports R1, R5, R10, R20 (as every reference test script prints), mAP, mINP.
+    keys = ["R1", "R5", "R10", "R20", "mAP", "mINP"]
+    for mode in ("all_single", "all_multi", "indoor_single", "indoor_multi"):
+        assert [k for k in results if k.startswith(f"{mode}/")] == [
+            *(f"{mode}/{k}" for k in keys),
+            *(f"{mode}/{k}_std" for k in keys),
+        ]
     check(results, "all_multi", {"R1": 50, "R10": 100, "mAP": 27100 / 360, "mINP": 67.5})
     check(results, "indoor_single", {"R1": 50, "R10": 100, "mAP": 75, "mINP": 75})
     check(results, "indoor_multi", {"R1": 50, "mAP": 1900 / 24, "mINP": 500 / 6})
@@ -217,19 +240,32 @@ def test_regdb_evaluator_by_hand():
 
 
 def test_llcm_evaluator_by_hand():
-    # Infrared: a = pid 1 cam 1 [1, 0], b = pid 2 cam 2 [0.8, 0.6].
-    # Visible: pid 1 cam 1 [1, 0], pid 2 cam 1 [0.8, 0.6], pid 1 cam 2 [0.6, 0.8].
-    # ir2vis: a drops visible pid 1 cam 1 (same id and camera): p2 .8, p1 .6 -> rank 2 (AP 1/2);
-    #         b: p2c1 1.0, p1c2 .96, p1c1 .8 -> rank 1. R1 50, mAP = mINP = 75.
-    # vis2ir: gallery a, b. Visible pid 1 cam 1: its only positive a has its camera -> skipped.
-    #         Visible pid 2 cam 1: a .8, b 1.0 -> rank 1. Visible pid 1 cam 2: a .6, b .96 ->
-    #         rank 2 (AP 1/2). R1 50, mAP = mINP = 75 over the two counted queries.
-    ts = hand_set("llcm", (1, 1, "ir"), (2, 2, "ir"), (1, 1, "v"), (2, 1, "v"), (1, 2, "v"))
-    feats = [[1, 0], [0.8, 0.6], [1, 0], [0.8, 0.6], [0.6, 0.8]]
-    results = run(VIReIDEvaluator(ts), feats, [[2], [4, 3], [1, 0]])
-    check(results, "ir2vis", {"R1": 50, "R10": 100, "mAP": 75, "mINP": 75})
-    check(results, "vis2ir", {"R1": 50, "R10": 100, "mAP": 75, "mINP": 75})
-    assert results["metric"] == 50.0
+    # Infrared: a, a' = pid 1 cam 1 [0, 1] (one group of two equal images), b = pid 2 cam 2
+    # [0.6, 0.8]. Visible: v1 = pid 1 cam 1 [0, 1], v2 = pid 1 cam 2 [0.6, 0.8], v3 = pid 2 cam 1
+    # [1, 0]; one image per visible group, so every draw gives the same figures.
+    # ir2vis (every infrared image against the visible draw, here every visible image):
+    #   a, a': v1 dropped (same id and camera); v2 .8 (p1), v3 0 -> rank 1: AP 1 (twice).
+    #   b: v2 1.0 (p1), v1 .8 (p1), v3 .6 (p2): identity rank 2, AP = INP = 1/3.
+    #   R1 2/3, R5 100, mAP = mINP = 7/9.
+    # vis2ir, published (DEEN's swapped call): the drawn infrared images (a or a', and b) against
+    #   every visible image: the two rows above once each: R1 50, mAP = mINP = 2/3.
+    # vis2ir, literal: every visible image against the drawn infrared images (a or a', b):
+    #   v1: its only positive a has its camera -> skipped. v2: b 1.0 (p2), a .8 (p1) -> rank 2,
+    #   AP 1/2. v3: b .6 (p2) first -> AP 1. R1 50, mAP = mINP = 75.
+    spec = [(1, 1, "infrared"), (1, 1, "infrared"), (2, 2, "infrared")]
+    spec += [(1, 1, "visible"), (1, 2, "visible"), (2, 1, "visible")]
+    ims = tuple(image(p, c, m, str(k)) for k, (p, c, m) in enumerate(spec))
+    ts = VITestSet(ims, "llcm")
+    feats = [[0, 1], [0, 1], [0.6, 0.8], [0, 1], [0.6, 0.8], [1, 0]]
+    results = run(VIReIDEvaluator(ts), feats, [[2], [4, 3], [1, 0], [5]])
+    check(results, "ir2vis", {"R1": 200 / 3, "R5": 100, "mAP": 700 / 9, "mINP": 700 / 9})
+    check(results, "vis2ir", {"R1": 50, "R5": 100, "mAP": 200 / 3, "mINP": 200 / 3})
+    assert results["metric"] == pytest.approx(200 / 3)
+    literal = run(VIReIDEvaluator(ts, llcm_vis2ir="literal"), feats, [list(range(6))])
+    check(literal, "ir2vis", {"R1": 200 / 3, "mAP": 700 / 9})
+    check(literal, "vis2ir", {"R1": 50, "R5": 100, "mAP": 75, "mINP": 75})
+    with pytest.raises(ValueError, match="llcm_vis2ir"):
+        VIReIDEvaluator(ts, llcm_vis2ir="reverse")
 
 
 def test_means_and_stds_over_random_draws_match_per_trial_brute_force():
@@ -247,8 +283,8 @@ def test_means_and_stds_over_random_draws_match_per_trial_brute_force():
         for t in protocol_trials(ts, mode, trials=4):
             q, g = t.query, t.gallery
             args = (unit[q], unit[g], pids[q], pids[g], cams[q], cams[g])
-            per_trial.append(vi_rank_reference(*args, "sysu", True, (1, 10, 20)))
-        for key in ("R1", "R10", "R20", "mAP", "mINP"):
+            per_trial.append(vi_rank_reference(*args, "sysu", True, (1, 5, 10, 20)))
+        for key in ("R1", "R5", "R10", "R20", "mAP", "mINP"):
             values = [r[key] for r in per_trial]
             assert results[f"{mode}/{key}"] == pytest.approx(np.mean(values), abs=1e-3)
             assert results[f"{mode}/{key}_std"] == pytest.approx(np.std(values), abs=1e-3)

@@ -144,6 +144,26 @@ def test_regdb_errors_name_the_path_line_and_layout(tmp_path):
         RegDB(root=str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8",  # not UTF-8: an image under the name
+        b"Visible/1/male_front_v_00011_1.bmp 0\n\x00\x00\x00\x00\x00\x00\n",  # a NUL-filled tail
+    ],
+    ids=["undecodable", "nul-bytes"],
+)
+def test_regdb_index_file_with_binary_bytes_is_one_line_naming_it(tmp_path, content):
+    base = write_regdb(tmp_path)
+    path = os.path.join(base, "idx", "train_visible_1.txt")
+    with open(path, "wb") as f:
+        f.write(content)
+    with pytest.raises(DatasetFormatError) as caught:
+        RegDB(root=str(tmp_path))
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert path in message and "binary" in message and "copy it again" in message
+
+
 # ------------------------------------------------------------------------------------ LLCM
 def test_llcm_one_mapping_over_both_modalities_and_test_cameras(tmp_path):
     write_llcm(tmp_path)

@@ -177,3 +177,88 @@ def test_build_sampler_needs_modalities_and_builds_the_two_modality_sampler():
         build_sampler(cfg, pids)
     with pytest.raises(SamplerConfigError, match="unknown modalities"):
         ModalityIdentityBatchSampler(pids, ["thermal"] * len(pids), 16, 2, 0, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# What an epoch is (DATALOADER.VI_EPOCH)
+# ---------------------------------------------------------------------------------------------
+# Published training sets (tools/dataset_stats.py): visible, infrared images and identities;
+# (AGW's two-modality epoch, fast-reid's epoch) in batches of 64 = 8 identities x (4 + 4).
+PUBLISHED = {
+    "SYSUMM01": ((22258, 11909, 395), (696, 533)),
+    "LLCM": ((16946, 13975, 713), (530, 483)),
+    "RegDB": ((2060, 2060, 206), (65, 64)),
+}
+
+
+def published_items(n_vis, n_ir, num_ids):
+    pids = [i % num_ids for i in range(n_vis)] + [i % num_ids for i in range(n_ir)]
+    return pids, ["visible"] * n_vis + ["infrared"] * n_ir
+
+
+def agw_batches(n_vis, n_ir, p, k):
+    """Batches in one epoch of AGW's IdentitySampler (Cross-Modal-Re-ID-baseline, utils.py):
+    ``for j in range(int(N / (batchSize * num_pos)) + 1)`` draws batchSize identities x num_pos
+    images of each modality, ``N = max(len(color labels), len(thermal labels))``."""
+    n = max(n_vis, n_ir)
+    return len(range(int(n / (p * k)) + 1))
+
+
+def fake_loader(sampler, size):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(dataset=range(size), batch_sampler=SimpleNamespace(sampler=sampler))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_vi_epoch_counts_as_agws_two_modality_sampler(name):
+    from plugins.engine.trainer import epoch_iterations
+
+    (n_vis, n_ir, num_ids), (agw, fastreid) = PUBLISHED[name]
+    pids, mods = published_items(n_vis, n_ir, num_ids)
+    sampler = ModalityIdentityBatchSampler(pids, mods, 64, 4, seed=0, rank=0, world_size=1)
+    assert sampler.epoch_iterations() == agw == agw_batches(n_vis, n_ir, p=8, k=4)
+    loader = fake_loader(sampler, len(pids))
+    cfg = sampler_cfg("SOLVER.IMS_PER_BATCH", "64", "DATALOADER.VI_EPOCH", "sampler")
+    assert epoch_iterations(cfg, loader) == agw
+    images = sampler_cfg("SOLVER.IMS_PER_BATCH", "64")  # the default: fast-reid's
+    assert images.DATALOADER.VI_EPOCH == "images"
+    assert epoch_iterations(images, loader) == fastreid == (n_vis + n_ir) // 64
+    # Another batch: 16 = 2 identities x (4 + 4), AGW's count with P K = 8.
+    small = ModalityIdentityBatchSampler(pids, mods, 16, 4, seed=0, rank=0, world_size=1)
+    assert small.epoch_iterations() == agw_batches(n_vis, n_ir, p=2, k=4)
+
+
+def test_vi_epoch_of_random_batches_and_errors():
+    from plugins.data.samplers import RandomBatchSampler
+    from plugins.engine.trainer import epoch_iterations
+
+    cfg = sampler_cfg("SOLVER.IMS_PER_BATCH", "32", "DATALOADER.VI_EPOCH", "sampler")
+    random = RandomBatchSampler(100, 32, seed=0, rank=0, world_size=1)
+    assert random.epoch_iterations() == random.batches_in_epoch(0) == 3
+    assert epoch_iterations(cfg, fake_loader(random, 100)) == 3
+    with pytest.raises(ValueError, match="VI_EPOCH images"):
+        epoch_iterations(cfg, fake_loader(object(), 100))  # fast-reid's own loaders
+    bad = sampler_cfg("DATALOADER.VI_EPOCH", "iterations")
+    with pytest.raises(ValueError, match="DATALOADER.VI_EPOCH 'iterations'"):
+        epoch_iterations(bad, fake_loader(random, 100))
+
+
+def test_stage_warm_up_counts_the_vi_epoch():
+    """A stage's warm-up in epochs, under fast-reid's per-iteration schedule, is epochs x the
+    epoch DATALOADER.VI_EPOCH defines, not len(training set) // batch."""
+    from types import SimpleNamespace
+
+    from plugins.engine.stages import Stage, StageTrainer
+
+    (n_vis, n_ir, num_ids), (agw, fastreid) = PUBLISHED["SYSUMM01"]
+    pids, mods = published_items(n_vis, n_ir, num_ids)
+    sampler = ModalityIdentityBatchSampler(pids, mods, 64, 4, seed=0, rank=0, world_size=1)
+    stub = SimpleNamespace(
+        stage=Stage("s", warmup_epochs=2.0), _loader=fake_loader(sampler, len(pids))
+    )
+    for mode, per_epoch in (("sampler", agw), ("images", fastreid)):
+        cfg = sampler_cfg("SOLVER.IMS_PER_BATCH", "64", "DATALOADER.VI_EPOCH", mode,
+                          "MODEL.HEADS.NUM_CLASSES", "395")  # fmt: skip
+        cfg = StageTrainer.auto_scale_hyperparams(stub, cfg, 395)
+        assert cfg.SOLVER.WARMUP_ITERS == 2 * per_epoch

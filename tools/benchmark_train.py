@@ -217,6 +217,20 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def timed_calls(device, call, repeat, warmup=0):
+    """Seconds that ``repeat`` calls of ``call()`` take after ``warmup`` untimed ones, between two
+    device synchronisations (so on CUDA the warm-up's queued work is not counted, and the timed
+    calls' work is)."""
+    for _ in range(warmup):
+        call()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        call()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def _reset_peak_memory(device):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -324,18 +338,14 @@ def initial_loss(runner, seed):
 
 def time_steps(runner, steps, warmup, device):
     """(seconds per step, peak memory MB) of ``steps`` steps after ``warmup`` untimed ones."""
+
+    def step():
+        runner.run_step()
+        runner.iter += 1
+
     _sync(device)
     _reset_peak_memory(device)
-    for _ in range(warmup):
-        runner.run_step()
-        runner.iter += 1
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        runner.run_step()
-        runner.iter += 1
-    _sync(device)
-    elapsed = time.perf_counter() - start
+    elapsed = timed_calls(device, step, steps, warmup)
     runner.flush_metrics()  # the deferred losses: raises if a step's loss was not finite
     return elapsed / max(steps, 1), peak_memory_mb(device)
 
@@ -359,13 +369,7 @@ def encode_throughput(cfg, model, precision, device, batches, text_model, seed=0
 
     def rate(batch):
         with torch.inference_mode(), precision.autocast():
-            model(batch)  # warm-up
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(batches):
-                model(batch)
-            _sync(device)
-        return n * batches / (time.perf_counter() - start)
+            return n * batches / timed_calls(device, lambda: model(batch), batches, warmup=1)
 
     was_training = model.training
     model.eval()
@@ -532,13 +536,8 @@ def loader_rate(cfg, batch_size, batches, workers, device):
     loader = PluginTrainer.build_train_loader(cfg)
     stream = iter(loader)
     try:
-        next(stream)
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(batches):
-            next(stream)
-        _sync(device)
-        elapsed = time.perf_counter() - start
+        # The first batch waits for the workers to start: not timed.
+        elapsed = timed_calls(device, stream.__next__, batches, warmup=1)
     finally:
         getattr(loader, "shutdown", lambda: None)()
         del stream

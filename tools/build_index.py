@@ -16,9 +16,18 @@ The checkpoint loads as ``--eval-only`` loads it: an identity classifier of any 
 ``--approx ivf`` (IndexIVFFlat, about sqrt(N) lists) or ``--approx hnsw`` (IndexHNSWFlat) build
 an approximate index and print its recall@10 against exact search; the default is exact
 (IndexFlatIP over L2-normalised features). The index folder holds index.faiss, items.json and
-identity.json (the config dump and the weights' sha256); query it with tools/search.py.
+identity.json (the config dump and the weights' sha256, one build id in both JSON files); query
+it with tools/search.py.
 
-Exit status 1 with ``error: <one line>`` when the gallery, config or checkpoint is unusable.
+Symbolic links in a gallery folder are followed, each real folder and image once; hidden
+folders and index folders inside it (``--out`` included) are not searched. A build holds a lock
+on ``--out`` (``<out>/.lock``): a second build into the same folder stops at once. The files
+are written into a hidden sibling folder that replaces ``--out`` whole at the end, so an
+interrupted build leaves the previous index untouched; ``--out`` must therefore be new, empty
+or an index folder.
+
+Exit status 1 with ``error: <one line>`` when the gallery, config, checkpoint, ``--out``,
+``--onnx`` or an option is unusable; the checks that need no model come first.
 """
 
 import argparse
@@ -30,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import plugins  # noqa: E402, F401  (applies fastreid compat fixes first; registers components)
 
 # isort: split
+from plugins.search.arguments import add_config_arguments, parse_config_args  # noqa: E402
 from plugins.search.engine import SearchError, build_index  # noqa: E402
 
 
@@ -40,7 +50,7 @@ def parse_args(argv=None):
         epilog="Trailing KEY VALUE pairs override the config, e.g. MODEL.WEIGHTS path.pth "
         "MODEL.DEVICE cpu.",
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    add_config_arguments(parser)
     parser.add_argument(
         "--gallery",
         required=True,
@@ -73,19 +83,8 @@ def parse_args(argv=None):
         help="encode the gallery with the ONNX image encoder tools/export_onnx.py wrote to DIR "
         "from the same weights (onnxruntime)",
     )
-    parser.add_argument(
-        "--extra-imports", nargs="+", default=[], metavar="MODULE", help="other fast-reid projects"
-    )
-    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
-    args = parser.parse_intermixed_args(argv)
-    if len(args.opts) % 2:
-        parser.error(
-            f"the config overrides must be KEY VALUE pairs, but {len(args.opts)} words were given "
-            f"({' '.join(args.opts)}): a KEY lacks its VALUE."
-        )
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    return args
+    # --batch-size and --num-workers are checked by build_index, with one line.
+    return parse_config_args(parser, argv)
 
 
 def main(argv=None):

@@ -5,11 +5,17 @@
     python tools/count_params.py --config-file configs/RGBTPEDES/mganet.yml --num-classes 1266 \
         MODEL.MGANET.FUSION add
     python tools/count_params.py --config-file configs/CUHKPEDES/irra.yml --num-classes 11003
+    python tools/count_params.py --config-file configs/CUHKPEDES/corl.yml --flops
 
 Prints the total and trainable counts, a breakdown per top-level module (a parameter shared
 by two modules is counted once, under the first) and the count of the inference model (built
 without the training-only parts, as ``--eval-only`` builds it). Where a paper publishes the count of the same
 configuration (ViT-B/16, 11,003 CUHK-PEDES identities), it is printed beside ours.
+
+``--flops`` (text retrieval models) also counts the inference model's multiply-adds for one
+gallery image at ``INPUT.SIZE_TEST`` (``encode_image``) and one caption of
+``INPUT.TEXT.CONTEXT_LENGTH`` tokens (``encode_text``) with ``torch.utils.flop_counter``
+(matmuls, convolutions, attention; the "FLOPs" of thop / fvcore, which count a multiply-add as one).
 """
 
 import argparse
@@ -52,6 +58,11 @@ def parse_args(argv=None):
         help="MODEL.HEADS.NUM_CLASSES (training identities); matters only for models with an "
         "identity classifier",
     )
+    parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count the inference multiply-adds of one gallery image and one caption",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -78,6 +89,31 @@ def count(model):
     return total, trainable, rows
 
 
+def inference_macs(cfg, model):
+    """Multiply-adds (G) of ``encode_image`` on one image and ``encode_text`` on one caption."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from plugins.data.captions import tokenize
+
+    if not callable(getattr(model, "encode_text", None)):
+        raise SystemExit(f"--flops counts text retrieval models; {type(model).__name__} is not one")
+    h, w = cfg.INPUT.SIZE_TEST
+    batch = {"images": torch.rand(1, 3, h, w) * 255}
+    if cfg.MODEL.RETRIEVAL.FUSION != "rgb":
+        batch["t_images"] = torch.rand(1, 3, h, w) * 255
+    ids = tokenize("a person", cfg.INPUT.TEXT.CONTEXT_LENGTH)[None]
+    # Train mode (no dropout in CLIP): in eval mode without gradient nn.MultiheadAttention
+    # takes a fused kernel that the counter does not see.
+    torch.nn.Module.train(model, True)
+    macs = []
+    for encode in (lambda: model.encode_image(batch), lambda: model.encode_text(ids)):
+        with FlopCounterMode(display=False) as counter:
+            encode()
+        macs.append(counter.get_total_flops() / 2e9)
+    return tuple(macs)
+
+
 def main(argv=None):
     args = parse_args(argv)
     opts = list(args.opts)
@@ -99,15 +135,32 @@ def main(argv=None):
     # What evaluation builds: without the training-only parts (classifiers, text towers of the
     # VI-ReID methods, auxiliary heads), as --eval-only does.
     infer_cfg = build_config(args.config_file, opts + ["MODEL.TRAINING_HEADS", "False"])
-    inference = sum(p.numel() for p in build_model(infer_cfg).parameters())
+    infer_model = build_model(infer_cfg)
+    inference = sum(p.numel() for p in infer_model.parameters())
     print(
         f"{'inference':<{width}}  {inference:>14,}  {'':>14}  ({inference / 1e6:.2f}M, "
         "without the training-only parts)"
     )
+    if args.flops:
+        image, text = inference_macs(infer_cfg, infer_model)
+        size = "x".join(map(str, cfg.INPUT.SIZE_TEST))
+        tokens = cfg.INPUT.TEXT.CONTEXT_LENGTH
+        print(
+            f"inference multiply-adds: {image:.2f}G per image ({size}) + {text:.2f}G per caption "
+            f"({tokens} tokens) = {image + text:.2f}G"
+        )
     paper = paper_count(cfg)
     if paper is not None:
         millions, source = paper
-        print(f"paper: {millions:.2f}M ({source}); ours {round(total / 1e6, 2) - millions:+.2f}M")
+        line = f"paper: {millions:.2f}M ({source}); ours {round(total / 1e6, 2) - millions:+.2f}M"
+        if trainable != total:
+            # Parameters built without gradient (CoRL's MODEL.CORL.VES_ENCODERS frozen copies)
+            # hold weights but never train; a paper may count them or not.
+            line += (
+                f", {round(trainable / 1e6, 2) - millions:+.2f}M without the "
+                f"{total - trainable:,} that never train"
+            )
+        print(line)
     return total, trainable, inference
 
 

@@ -60,7 +60,7 @@ def draw_examples(cfg, weights, path):
 
     cfg = cfg.clone()
     cfg.defrost()
-    checkpoint_weights_only(cfg)  # every weight comes from the trained checkpoint
+    checkpoint_weights_only(cfg, weights)  # every weight comes from the trained checkpoint
     model = PluginTrainer.build_model(cfg)
     Checkpointer(model).load(weights)
     model.eval()

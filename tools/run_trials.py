@@ -19,6 +19,15 @@ A multi-stage model (CLIP4VI-ReID) keeps its stages in sub-folders of the trial 
 finished once the run has copied the last stage's ``results.json`` up, continues with
 ``--resume`` inside an interrupted stage, and otherwise runs again (finished stages are reused).
 
+Before anything runs, every trial folder that holds a run (finished, interrupted or awaiting
+its final evaluation) is compared with this command's settings: its ``config.yaml`` against the
+config and overrides given now, key by key as the stage engine compares a reused stage
+(``plugins.engine.stages.recorded_config``: paths, logging and evaluation keys aside). A trial
+trained with other settings stops the command with one line naming the keys (delete that trial
+folder to run it again with these settings, or pass another ``OUTPUT_DIR``): a trial is never
+reported under settings it did not run with. Changed evaluation settings (``TEST.*``) of a
+finished trial evaluate its final model again under the new ones.
+
 ``results.json`` alone does not mark a finished trial: every evaluation during training
 (``TEST.EVAL_PERIOD``) rewrites it. Prints each trial's R1 / mAP / mINP per mode (visible-to-
 thermal ``v2t``, thermal-to-visible ``t2v``) and their mean +- standard deviation over trials
@@ -51,6 +60,10 @@ class TrialFailed(RuntimeError):
             f"trial {trial} exited with status {returncode}; its output is in {log_path}. "
             "Run the same command again to continue (finished trials are read back)."
         )
+
+
+class TrialSettingsChanged(RuntimeError):
+    """A trial folder holds a run made with other settings than the ones requested now."""
 
 
 def trial_dir(base, trial):
@@ -125,7 +138,12 @@ def trial_command(config, trial, out_dir, opts, state):
         extra = ["MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth")]
     elif state != "train":
         raise ValueError(f"no command for a trial in state {state!r}")
-    return cmd + list(opts) + extra + ["DATASETS.REGDB_TRIAL", str(trial), "OUTPUT_DIR", out_dir]
+    return cmd + list(opts) + extra + trial_overrides(trial, out_dir)
+
+
+def trial_overrides(trial, out_dir):
+    """The overrides that make a config one trial's: its split and its folder."""
+    return ["DATASETS.REGDB_TRIAL", str(trial), "OUTPUT_DIR", out_dir]
 
 
 def run_command(cmd, log_path):
@@ -145,11 +163,81 @@ def run_command(cmd, log_path):
             return proc.wait()
 
 
-def run_trial(config, trial, base, opts, runner=None, log=print):
-    """Bring one trial to "done" (training, resuming or evaluating as needed); its metrics."""
+# Evaluation keys that do not change a finished trial's figures: no reason to evaluate again.
+_SAME_FIGURES = ("EVAL_PERIOD", "IMS_PER_BATCH", "RANK_CHUNK")
+
+
+def requested_config(config, trial, out_dir, opts):
+    """The config a trial runs with: ``config`` + ``opts`` + its trial number and folder."""
+    from plugins.engine import build_config
+
+    return build_config(config, list(opts) + trial_overrides(trial, out_dir))
+
+
+def checked_state(config, trial, out_dir, opts, log=print):
+    """``trial_state`` of a trial folder whose recorded run matches the requested settings.
+
+    The folder's ``config.yaml`` (what its run was started with) is compared with
+    ``requested_config``; a folder with nothing to continue or read back ("train") is not.
+
+    Returns:
+        str: the state; a finished trial whose evaluation settings (``TEST.*``) changed is
+        evaluated again ("evaluate", or "train" for a multi-stage trial: every stage is reused
+        and the final model evaluated).
+    Raises:
+        TrialSettingsChanged: the run was trained with other settings (one line naming them).
+    """
+    from plugins.engine import build_config
+    from plugins.engine.stages import Stage, config_differences, recorded_config
+    from plugins.modeling.clip import quick_gelu_setting
+
+    state = trial_state(out_dir)
+    path = os.path.join(out_dir, "config.yaml")
+    if state == "train" or not os.path.isfile(path):
+        return state
+    fix = f"Delete {out_dir} to run it again with these settings, or pass another OUTPUT_DIR."
+    try:
+        recorded = build_config(path)
+    except Exception as e:  # a key this code no longer has, or not a config at all
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TrialSettingsChanged(
+            f"trial {trial}: {path} does not read as a config of this code ({first}). {fix}"
+        ) from e
+    requested = requested_config(config, trial, out_dir, opts)
+    if quick_gelu_setting(requested.MODEL.CLIP.QUICKGELU) is None:
+        # "auto" accepts the activation the run decided (and its checkpoints record).
+        requested.MODEL.CLIP.QUICKGELU = recorded.MODEL.CLIP.QUICKGELU
+    stage = Stage(f"trial{trial}")
+    differ = config_differences(
+        recorded_config(recorded, stage)["config"], recorded_config(requested, stage)["config"]
+    )
+    if differ:
+        raise TrialSettingsChanged(
+            f"trial {trial} in {out_dir} ran with other settings than this command's ({differ})."
+            f" {fix}"
+        )
+    test = [
+        f"TEST.{key}"
+        for key in sorted(set(recorded.TEST) | set(requested.TEST))
+        if key not in _SAME_FIGURES and recorded.TEST.get(key) != requested.TEST.get(key)
+    ]
+    if state == "done" and test:
+        log(
+            f"[trial {trial}] evaluated before with other {', '.join(test)}: evaluating it again",
+            flush=True,
+        )
+        return "train" if _stage_dirs(out_dir) else "evaluate"
+    return state
+
+
+def run_trial(config, trial, base, opts, runner=None, log=print, state=None):
+    """Bring one trial to "done" (training, resuming or evaluating as needed); its metrics.
+
+    ``state``: the trial's state as :func:`checked_state` gave it (default: ``trial_state``).
+    """
     runner = runner or run_command
     out_dir = trial_dir(base, trial)
-    state = trial_state(out_dir)
+    state = state or trial_state(out_dir)
     if state != "done":
         os.makedirs(out_dir, exist_ok=True)
         log_path = os.path.join(out_dir, "stdout.txt")
@@ -296,8 +384,18 @@ def main(argv=None, runner=None):
     opts = [x for key, value in pairs if key != "OUTPUT_DIR" for x in (key, value)]
     per_trial = {}
     try:
+        # Every trial first: a stale one stops the command before hours of training.
+        states = {
+            t: checked_state(args.config_file, t, trial_dir(base, t), opts) for t in args.trials
+        }
+    except TrialSettingsChanged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
         for trial in args.trials:
-            per_trial[trial] = run_trial(args.config_file, trial, base, opts, runner=runner)
+            per_trial[trial] = run_trial(
+                args.config_file, trial, base, opts, runner=runner, state=states[trial]
+            )
             res = per_trial[trial]
             print(
                 f"[trial {trial}] " + ", ".join(f"{k} {res[k]:.2f}" for k in TABLE_METRICS),

@@ -10,6 +10,11 @@ SIGTERM) stops the server. The JSON API behind the page is
 ``GET /api/search?q=TEXT&k=10[&pid=N]``; gallery images are served from ``/image/<index>``
 (``?thermal=1`` for the thermal image of a pair). See ``plugins/search/app.py``.
 
+Requests that arrive while a search runs are answered together, their sentences in one pass
+through the text encoder (at most ``--max-batch``; 1 answers one at a time), and the socket
+queues up to 1024 waiting connections. ``tools/benchmark_search.py --concurrency N`` measures
+the page under load.
+
 Exit status: 0 after Ctrl-C or SIGTERM; 1 with a one-line message when the index or weights
 cannot be loaded or the address cannot be bound.
 """
@@ -43,7 +48,17 @@ def parse_args(argv=None):
         metavar="W",
         help="model checkpoint (default: the one the index records; other weights are refused)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device for the text encoder")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the text encoder: cpu, cuda[:N], auto"
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="searches of concurrent requests encoded together, at most (default 64; 1: one "
+        "at a time)",
+    )
     return parser.parse_args(argv)
 
 
@@ -64,18 +79,24 @@ def main(argv=None):
     for name in ("plugins", "fastreid.utils.checkpoint"):
         logging.getLogger(name).setLevel(logging.INFO)
     # Imported after parsing so that --help answers without loading torch.
-    from plugins.search.app import make_server
-    from plugins.search.engine import SearchError, TextSearcher
+    from plugins.search.app import MAX_BATCH, make_server
+    from plugins.search.engine import SearchError, TextSearcher, check_device
 
+    max_batch = MAX_BATCH if args.max_batch is None else args.max_batch
     try:
+        if max_batch < 1:
+            raise SearchError(f"--max-batch {max_batch}: pass 1 (one search at a time) or more.")
+        if args.device != "auto":
+            check_device(args.device, f"--device {args.device}")
         searcher = TextSearcher(args.index, args.weights, args.device)
     except SearchError as e:
         sys.exit(f"error: {e}")
     # The first forward pass pays for lazy initialisation (hundreds of ms on a CPU): pay it
     # now, so that the first request's elapsed_ms is like every other's.
     searcher.search("a person", 1)
+    searcher.search_batch(["a person", "a man in a black jacket"], 1)
     try:
-        server = make_server(searcher, args.host, args.port)
+        server = make_server(searcher, args.host, args.port, max_batch)
     except OSError as e:
         sys.exit(
             f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); "

@@ -118,18 +118,25 @@ class LabelledTrainSet(Dataset):
     """Base of the training sets: items with ``pid`` relabelled 0..N-1, and a transform.
 
     ``img_items`` and ``num_classes`` are the attributes fast-reid's trainer reads.
+    ``num_classes`` given: the items are a subset of a training set of that many identities
+    (labels in 0..num_classes-1, some possibly absent).
     """
 
-    def __init__(self, items, transform):
+    def __init__(self, items, transform, num_classes=None):
         self.img_items = items
         self.transform = transform
         self.pids = sorted({item.pid for item in items})
-        if self.pids != list(range(len(self.pids))):
-            raise ValueError("Training identities must be relabelled 0..N-1 by the reader.")
+        if num_classes is None:
+            if self.pids != list(range(len(self.pids))):
+                raise ValueError("Training identities must be relabelled 0..N-1 by the reader.")
+            num_classes = len(self.pids)
+        elif self.pids and not 0 <= self.pids[0] <= self.pids[-1] < num_classes:
+            raise ValueError(f"Training labels must lie in 0..{num_classes - 1}.")
+        self._num_classes = num_classes
 
     @property
     def num_classes(self):
-        return len(self.pids)
+        return self._num_classes
 
     def __len__(self):
         return len(self.img_items)

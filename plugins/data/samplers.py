@@ -84,6 +84,11 @@ class EpochBatchSampler(Sampler):
         count = len(minis) // self.world_size
         return [minis[i * self.world_size : (i + 1) * self.world_size] for i in range(count)]
 
+    def epoch_iterations(self):
+        """Training iterations the trainer counts as one epoch with ``DATALOADER.VI_EPOCH
+        sampler`` (the stream itself is endless, and an epoch of its order may differ)."""
+        raise NotImplementedError
+
     def batches_in_epoch(self, epoch):
         if epoch not in self._lengths:
             self._lengths[epoch] = len(self.global_batches(epoch))
@@ -184,6 +189,10 @@ class RandomBatchSampler(EpochBatchSampler):
         count = self.num_items // self.mini_batch
         return [order[i * self.mini_batch : (i + 1) * self.mini_batch] for i in range(count)]
 
+    def epoch_iterations(self):
+        """One pass over the items: ``num_items // batch_size`` (the last partial batch dropped)."""
+        return self.num_items // self.batch_size
+
     def shortage(self):
         return (
             f"SOLVER.IMS_PER_BATCH={self.batch_size} is larger than the training set "
@@ -249,6 +258,10 @@ class IdentityBatchSampler(EpochBatchSampler):
             pending, lambda chunk: int(self.pids[chunk[0]]), place, self.mini_batch, list
         )
 
+    def epoch_iterations(self):
+        """fast-reid's epoch: ``len(pids) // batch_size``."""
+        return len(self.pids) // self.batch_size
+
     def shortage(self):
         k = self.num_instances
         sizes = [len(v) for v in self.index_by_pid.values()]
@@ -280,6 +293,8 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
     The identities' turns are shuffled and packed so that an identity is at most once in a global
     batch: each process holds its own whole identities. Turns that cannot be placed by the end of
     an epoch are left out of it. Identities with items of one modality only are never drawn.
+    This epoch orders the stream; the trainer's epoch (``DATALOADER.VI_EPOCH``) is fast-reid's
+    or AGW's count (:meth:`epoch_iterations`), and the stream runs across its boundaries.
 
     Args:
         pids (list[int]): identity of each training item.
@@ -315,6 +330,8 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
             )
         self.num_instances = num_instances
         self.num_ids_per_batch = self.mini_batch // (2 * num_instances)
+        self.num_visible = sum(m == "visible" for m in modalities)
+        self.num_infrared = len(modalities) - self.num_visible
         groups = defaultdict(lambda: ([], []))
         for index, (pid, modality) in enumerate(zip(pids, modalities)):
             groups[int(pid)][modality == "infrared"].append(index)
@@ -371,6 +388,13 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
 
         # A turn is one identity: it always fits, and a mini-batch is complete at P of them.
         return self._pack(pending, int, lambda current, pid: current.append(pid), p, finish)
+
+    def epoch_iterations(self):
+        """The epoch of AGW's two-modality ``IdentitySampler`` (mangye16/Cross-Modal-Re-ID-baseline,
+        ``utils.py``; CAJ and DEEN copy it): ``int(N / (P K)) + 1`` batches of ``P K`` visible and
+        ``P K`` infrared images, ``N = max(n_visible, n_infrared)`` over every training image and
+        ``P K = batch_size / 2``. The larger modality's images are drawn about once per epoch."""
+        return max(self.num_visible, self.num_infrared) // (self.batch_size // 2) + 1
 
     def shortage(self):
         k, p = self.num_instances, self.num_ids_per_batch

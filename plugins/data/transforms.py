@@ -1,9 +1,13 @@
 """Image transforms for single images and RGB + thermal pairs, on fast-reid's 0-255 range.
 
-Training follows IRRA: resize, horizontal flip, pad + random crop, random erasing. For an RGB +
-thermal pair every random step (flip, crop offset, erasing box) is drawn once and applied to both
-images: the pair is registered, and a step applied to one alone would break the pixel
-correspondence the token-wise fusions rely on.
+Training follows IRRA (``datasets/build.py``, ``build_transforms`` with ``aug=True``): bilinear
+resize, horizontal flip, pad + random crop, random erasing of 2-40 % of the image filled with
+the value that equals CLIP's mean after normalisation; test: bilinear resize. Normalisation
+happens in the model (``MODEL.PIXEL_MEAN`` / ``PIXEL_STD``), so an erased box is filled here
+with the 0-255 value the model's normalisation turns into IRRA's fill (``normalised_mean_fill``).
+For an RGB + thermal pair every random step (flip, crop offset, erasing box) is drawn once and
+applied to both images: the pair is registered, and a step applied to one alone would break the
+pixel correspondence the token-wise fusions rely on.
 """
 
 import math
@@ -14,11 +18,47 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms as T
 
+from ..modeling.clip import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
+
 
 def to_tensor(img):
     """PIL RGB image -> float tensor (3, H, W) in 0-255 (fast-reid's range, not 0-1)."""
     array = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float()
+
+
+INTERPOLATIONS = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+}
+ERASING_FILLS = ("normalised_mean", "value")
+
+
+def normalised_mean_fill(pixel_mean, pixel_std):
+    """The 0-255 fill that the model's normalisation turns into the mean itself, IRRA's fill.
+
+    IRRA erases the normalised tensor with ``value=mean`` (CLIP's mean in 0-1 units). The model
+    computes ``(x - pixel_mean) / pixel_std`` on 0-255 pixels, so the raw value is
+    ``x = pixel_mean + pixel_std * pixel_mean / 255`` (``(m * s + m) * 255`` in 0-1 units m, s):
+    about (155.8, 147.3, 132.8) for CLIP, not 0 and not the mean pixel (which normalises to 0).
+
+    Args:
+        pixel_mean (list): per-channel mean in 0-255 (``MODEL.PIXEL_MEAN``).
+        pixel_std (list): per-channel std in 0-255 (``MODEL.PIXEL_STD``).
+    Returns:
+        list: the per-channel fill in 0-255.
+    """
+    return [m + s * m / 255.0 for m, s in zip(pixel_mean, pixel_std)]
+
+
+def erasing_fill_from_config(cfg):
+    """The 0-255 fill of an erased box that ``INPUT.REA.FILL`` selects."""
+    fill = cfg.INPUT.REA.FILL
+    if fill == "normalised_mean":
+        return normalised_mean_fill(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
+    if fill == "value":
+        return list(cfg.INPUT.REA.VALUE)
+    raise ValueError(f"INPUT.REA.FILL={fill!r}; expected one of {ERASING_FILLS}")
 
 
 class ImageReadError(OSError):
@@ -60,9 +100,13 @@ class PairTransform:
         flip_prob (float): horizontal flip probability (0 disables flip).
         padding (int): pad by this many pixels, then random-crop back to ``size`` (0 disables).
         erasing_prob (float): random-erasing probability (0 disables).
-        erasing_value (list): fill value of an erased box, 0-255 per channel.
-        erasing_scale (tuple): range of the erased area relative to the image.
+        erasing_value (list): fill value of an erased box, 0-255 per channel; None: IRRA's
+            under CLIP's normalisation, ``normalised_mean_fill(CLIP_PIXEL_MEAN, CLIP_PIXEL_STD)``.
+        erasing_scale (tuple): range of the erased area relative to the image (IRRA's
+            (0.02, 0.4); torchvision's default is (0.02, 0.33)).
         erasing_ratio (tuple): range of the erased box's aspect ratio h / w.
+        interpolation (str): resize filter, "bilinear" (IRRA's, torchvision's default) or
+            "bicubic".
     """
 
     def __init__(
@@ -72,19 +116,27 @@ class PairTransform:
         flip_prob=0.5,
         padding=10,
         erasing_prob=0.5,
-        erasing_value=(0.0, 0.0, 0.0),
-        erasing_scale=(0.02, 0.33),
+        erasing_value=None,
+        erasing_scale=(0.02, 0.4),
         erasing_ratio=(0.3, 3.3),
+        interpolation="bilinear",
     ):
         self.size = tuple(size)
         self.is_train = is_train
         self.flip_prob = flip_prob if is_train else 0.0
         self.padding = padding if is_train else 0
         self.erasing_prob = erasing_prob if is_train else 0.0
+        if erasing_value is None:
+            erasing_value = normalised_mean_fill(CLIP_PIXEL_MEAN, CLIP_PIXEL_STD)
         self.erasing_value = torch.tensor(list(erasing_value), dtype=torch.float32).view(-1, 1, 1)
-        self.erasing_scale = erasing_scale
+        self.erasing_scale = tuple(erasing_scale)
         self.erasing_log_ratio = (math.log(erasing_ratio[0]), math.log(erasing_ratio[1]))
-        self.resize = T.Resize(self.size, interpolation=T.InterpolationMode.BICUBIC)
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"resize interpolation {interpolation!r}; expected one of {tuple(INTERPOLATIONS)}"
+            )
+        # PIL images: PIL's filters, which are antialiased when shrinking, as IRRA's T.Resize.
+        self.resize = T.Resize(self.size, interpolation=INTERPOLATIONS[interpolation])
 
     @classmethod
     def from_config(cls, cfg, is_train):
@@ -95,7 +147,9 @@ class PairTransform:
             flip_prob=cfg.INPUT.FLIP.PROB if cfg.INPUT.FLIP.ENABLED else 0.0,
             padding=cfg.INPUT.PADDING.SIZE if cfg.INPUT.PADDING.ENABLED else 0,
             erasing_prob=cfg.INPUT.REA.PROB if cfg.INPUT.REA.ENABLED else 0.0,
-            erasing_value=cfg.INPUT.REA.VALUE,
+            erasing_value=erasing_fill_from_config(cfg),
+            erasing_scale=cfg.INPUT.REA.SCALE,
+            interpolation=cfg.INPUT.RESIZE_INTERPOLATION,
         )
 
     @staticmethod

@@ -7,6 +7,9 @@ identity). The sampler's per-sample seed seeds that sample's augmentation, so a 
 depend on the worker that builds it. Test: every image of the ``VITestSet`` once, in order; the
 protocol evaluator draws queries and galleries from the features.
 
+``DATASETS.VI_TRAIN_MODALITY`` keeps one modality's training images only (identities keep their
+labels and count), for stages that train on one modality in random batches (CLIP4VI-ReID).
+
 Captions (RSBA): with ``DATASETS.VI_CAPTIONS`` set, every training item also carries its
 caption's token ids (``plugins.data.vi_captions`` reads the file and assigns one caption per
 image; they are tokenised once, when the training set is built).
@@ -48,10 +51,19 @@ class VITrainSet(LabelledTrainSet):
         transform: fast-reid's training transform.
         texts (list[str] | None): (N,) one caption per item, or None for no ``text``.
         context_length (int): L, the token length of ``text`` (``INPUT.TEXT.CONTEXT_LENGTH``).
+        num_classes (int | None): the training set's identities when ``items`` are a part of
+            it (one modality's images); None: the identities of ``items``.
     """
 
-    def __init__(self, items, transform, texts=None, context_length=captions.CONTEXT_LENGTH):
-        super().__init__(items, transform)
+    def __init__(
+        self,
+        items,
+        transform,
+        texts=None,
+        context_length=captions.CONTEXT_LENGTH,
+        num_classes=None,
+    ):
+        super().__init__(items, transform, num_classes)
         self.captions = None if texts is None else list(texts)
         self.text_tokens = None  # (N, L) LongTensor, row i = item i's caption
         if self.captions is not None:
@@ -102,6 +114,19 @@ def build_vi_train_loader(cfg):
     if comm.is_main_process():
         data.show_train()
     items = list(data.train)
+    num_classes = len({item.pid for item in items})
+    kept = cfg.DATASETS.VI_TRAIN_MODALITY
+    if kept not in ("both", *MODALITY_CODES):
+        choices = ("both", *MODALITY_CODES)
+        raise ValueError(f"DATASETS.VI_TRAIN_MODALITY {kept!r} not in {choices}")
+    if kept != "both":
+        items = [item for item in items if item.modality == kept]
+        if not items:
+            raise ValueError(f"DATASETS.VI_TRAIN_MODALITY {kept}: {names[0]} has no such image")
+        logger.info(
+            f"Training on the {len(items)} {kept} images only (DATASETS.VI_TRAIN_MODALITY); "
+            f"{num_classes} identities"
+        )
     texts = None
     if cfg.DATASETS.VI_CAPTIONS:
         loaded = load_training_captions(cfg, data, items)
@@ -116,7 +141,11 @@ def build_vi_train_loader(cfg):
             else "",
         )
     train_set = VITrainSet(
-        items, build_transforms(cfg, is_train=True), texts, cfg.INPUT.TEXT.CONTEXT_LENGTH
+        items,
+        build_transforms(cfg, is_train=True),
+        texts,
+        cfg.INPUT.TEXT.CONTEXT_LENGTH,
+        num_classes=num_classes,
     )
     sampler = build_sampler(cfg, [item.pid for item in items], [item.modality for item in items])
     return train_loader(cfg, train_set, sampler)

@@ -12,9 +12,11 @@
 """
 
 import contextlib
+import errno
 import logging
 import os
 import pickle
+import shutil
 import signal
 import threading
 import zipfile
@@ -25,6 +27,14 @@ from fastreid.evaluation.testing import flatten_results_dict
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer as _FastreidCheckpointer
 from fastreid.utils.checkpoint import _filter_reused_missing_keys, _strip_prefix_if_present
+
+from ..config import QUICKGELU_KEY, RECORD_ENTRY
+from ..modeling.clip import clip_activation
+from ..modeling.irra_checkpoint import (
+    IRRA_META_ARCHITECTURES,
+    from_irra_state_dict,
+    is_irra_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +81,12 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = _disk_full(e)
+        if full is not None:
+            raise _disk_full_error(path, full) from full
         raise
     # The rename itself is durable only once the folder is synced (best effort: not every
     # file system lets a folder be opened).
@@ -83,6 +96,33 @@ def atomic_write(path, write):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _disk_full(error):
+    """The "disk full" or "quota exceeded" OSError behind ``error``, if any: torch reports a
+    failed write as a RuntimeError about zip positions, with the OSError as its context."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _disk_full_error(path, cause):
+    """One line for a write that ran out of room: what failed, the room left, and the fix."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20
+        room = f"{free:.1f} MB free there"
+    except OSError:
+        room = "free space unknown"
+    return OSError(
+        cause.errno,
+        f"{os.strerror(cause.errno)}: writing {path} failed ({room}; the previous file, if "
+        "any, is intact). Free some space on that disk or set OUTPUT_DIR to one with room, then "
+        "run the same command again (with --resume to continue a training).",
+    )
 
 
 def training_only_prefixes(model):
@@ -121,6 +161,38 @@ def _summarise_keys(keys, limit=12):
     )
 
 
+def last_checkpoint_path(folder):
+    """The file ``<folder>/last_checkpoint`` points at, None when there is no such pointer."""
+    path = os.path.join(folder, "last_checkpoint")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return os.path.join(folder, f.read().strip())
+
+
+def model_record(model):
+    """What a rebuild of ``model`` needs beyond its state dict, as config keys and values
+    (``plugins.config.RECORD_ENTRY``): CLIP's activation, read from the built model itself."""
+    model = getattr(model, "module", model)  # DDP
+    quick_gelu = clip_activation(model)
+    return {} if quick_gelu is None else {QUICKGELU_KEY: quick_gelu}
+
+
+def check_model_record(model, record, path, source="MODEL.WEIGHTS"):
+    """Refuse to load a checkpoint into a model built otherwise than its record says: its
+    features would silently differ from the ones it was trained to give."""
+    built = model_record(model).get(QUICKGELU_KEY)
+    recorded = (record or {}).get(QUICKGELU_KEY)
+    if built is None or recorded is None or built == recorded:
+        return
+    names = {True: "QuickGELU", False: "GELU"}
+    raise CheckpointMismatchError(
+        f"{source} {path} records a CLIP built with {names[recorded]}, but this model was built "
+        f"with {names[built]}: build it from the checkpoint's record "
+        "(plugins.config.checkpoint_weights_only), or leave MODEL.CLIP.QUICKGELU on auto."
+    )
+
+
 class Checkpointer(_FastreidCheckpointer):
     """fast-reid's ``Checkpointer`` with atomic saves, readable errors and strict loading.
 
@@ -148,6 +220,9 @@ class Checkpointer(_FastreidCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
+        record = model_record(self.model)
+        if record:
+            data[RECORD_ENTRY] = record
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
@@ -165,6 +240,27 @@ class Checkpointer(_FastreidCheckpointer):
         )
 
     def _load_file(self, f, source="MODEL.WEIGHTS"):
+        """The checkpoint in this trainer's format: IRRA's and FMFA's (``best.pth`` of their
+        code) are recognised by their keys and converted (``plugins.modeling.irra_checkpoint``)."""
+        checkpoint = self._read_file(f, source)
+        if not is_irra_checkpoint(checkpoint):
+            return checkpoint
+        model = getattr(self.model, "module", self.model)
+        name = type(model).__name__
+        if name not in IRRA_META_ARCHITECTURES:
+            raise CheckpointError(
+                f"{source} {f} is a checkpoint of IRRA's or FMFA's code, which loads into "
+                f"{', '.join(IRRA_META_ARCHITECTURES)} models, not {name}."
+            )
+        self.logger.info(
+            f"{source} {f} is in IRRA's layout (IRRA's or FMFA's code): converting its "
+            f"{len(checkpoint['model'])} model entries; its other states are not loaded."
+        )
+        state = from_irra_state_dict(checkpoint["model"], model.state_dict().keys(), name)
+        return {"model": state, RECORD_ENTRY: {QUICKGELU_KEY: True}}
+
+    def _read_file(self, f, source="MODEL.WEIGHTS"):
+        """A ``torch.save`` checkpoint with a ``model`` state dict, as written; readable errors."""
         with open(f, "rb") as fh:
             head = fh.read(8)
         # torch.save writes a zip archive (or, before torch 1.6, a pickle): anything else, such
@@ -244,6 +340,7 @@ class Checkpointer(_FastreidCheckpointer):
         return checkpoint
 
     def _load_model_checked(self, checkpoint, path, strict, evaluation, source):
+        check_model_record(self.model, checkpoint.get(RECORD_ENTRY), path, source)
         state = checkpoint.pop("model")
         self._convert_ndarray_to_tensor(state)
         _strip_prefix_if_present(state, "module.")
@@ -254,6 +351,10 @@ class Checkpointer(_FastreidCheckpointer):
             if k in own and tuple(v.shape) != tuple(own[k].shape)
         ]
         missing = _filter_reused_missing_keys(self.model, [k for k in own if k not in state])
+        # Entries a model fills itself when a checkpoint lacks them (older files; the model
+        # warns in its _load_from_state_dict).
+        optional = tuple(getattr(getattr(self.model, "module", self.model), "optional_state", ()))
+        missing = [k for k in missing if k not in optional]
         unexpected = [k for k in state if k not in own]
         if evaluation:
             prefixes = training_only_prefixes(self.model)

@@ -13,7 +13,8 @@ from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 from fastreid.utils.logger import setup_logger
 
-from ..config import add_plugins_config, checkpoint_weights_only
+from ..config import add_plugins_config, checkpoint_weights_only, resolve_clip_activation
+from .arguments import overrides_error
 from .trainer import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,9 @@ class PluginArgumentParser(argparse.ArgumentParser):
                 )
             else:
                 opts.append(token)
-        if len(opts) % 2:
-            self.error(
-                f"the config overrides must be KEY VALUE pairs, but {len(opts)} words were given "
-                f"({' '.join(opts)}): a KEY lacks its VALUE."
-            )
+        message = overrides_error(opts)
+        if message:
+            self.error(message)
         if hasattr(namespace, "opts"):
             namespace.opts = opts
         return namespace, extra
@@ -113,23 +112,33 @@ def build_run_config(args):
 
     ``--eval-only`` and ``--resume`` (with a checkpoint) take every weight from ``MODEL.WEIGHTS``
     / the checkpoint: CLIP weights are not loaded (``MODEL.BACKBONE.PRETRAIN False``, empty
-    ``MODEL.CLIP.WEIGHTS``). ``--eval-only`` also builds the model without training-only parts.
+    ``MODEL.CLIP.WEIGHTS``) and CLIP's activation is the one the checkpoint records.
+    ``--eval-only`` also builds the model without training-only parts. A new training decides
+    the activation here (``MODEL.CLIP.QUICKGELU``), so config.yaml and every checkpoint say it.
     """
+    from .checkpoint import last_checkpoint_path
+
     cfg = build_config(args.config_file, args.opts, getattr(args, "extra_imports", ()))
-    source = None
+    source = checkpoint = None
     if args.eval_only:
-        source = f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}"
+        checkpoint = cfg.MODEL.WEIGHTS
+        source = f"MODEL.WEIGHTS {checkpoint}"
         cfg.MODEL.TRAINING_HEADS = False
     elif resumes(cfg, args):
+        checkpoint = last_checkpoint_path(cfg.OUTPUT_DIR)
         source = f"the last checkpoint in {cfg.OUTPUT_DIR} (--resume)"
-    note = None
     if source is not None:
         clip_weights = cfg.MODEL.CLIP.WEIGHTS
-        checkpoint_weights_only(cfg)
+        activation = checkpoint_weights_only(cfg, checkpoint)
         note = (
             f"MODEL.CLIP.WEIGHTS ({clip_weights or 'empty'}) is not used: the model comes from "
-            f"{source}."
+            f"{source}. {activation}"
         )
+    else:
+        # A training that starts from a checkpoint of this trainer (and no CLIP file) builds
+        # the model that checkpoint records.
+        initial = cfg.MODEL.WEIGHTS if not cfg.MODEL.BACKBONE.PRETRAIN else ""
+        note = resolve_clip_activation(cfg, initial if os.path.isfile(initial) else None)
     cfg.freeze()
     return cfg, note
 

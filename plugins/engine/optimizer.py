@@ -12,6 +12,13 @@ and every other parameter, LayerNorm weights included, at the base lr with ``wei
 IRRA's own new LayerNorms around its cross-modal encoder (``ln_pre_t``, ``ln_pre_i``,
 ``ln_post``) match no rule and stay at 1x. Models say which of their parameters are new through
 ``new_layers()``, which returns ``{"cross": prefixes, "head": prefixes}`` (rule 1 and rule 3).
+
+Precision differs from IRRA's on purpose. IRRA's ``convert_weights`` (``model/clip_model.py``)
+turns CLIP's Conv, Linear and attention weights and the two projections to fp16 (LayerNorms and
+embeddings stay fp32), and Adam (eps 1e-3, large enough not to vanish against fp16 gradients)
+updates those fp16 tensors in place, so every step rounds the weights to fp16. Here the weights,
+gradients and Adam's moments stay fp32; ``SOLVER.AMP`` adds bf16 (or fp16 on CUDA) autocast for
+the arithmetic only. The eps 1e-3 is kept, as IRRA trains with it; no pure-fp16 mode is offered.
 """
 
 import logging

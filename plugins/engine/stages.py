@@ -17,9 +17,12 @@ exactly as without this module). Each stage:
 
 A stage whose ``model_final.pth`` exists is reused (its recorded config must match); an
 interrupted stage continues with ``--resume``. Models may define ``enter_stage(stage)`` to learn
-which stage they train in. Training itself is ``PluginTrainer``'s loop.
+which stage they train in. Training itself is ``PluginTrainer``'s loop. At the end the last
+stage's ``model_final.pth`` and result files are published in ``OUTPUT_DIR`` itself, where
+single-stage runs leave theirs (:func:`publish_results`).
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,9 +38,10 @@ from torch.utils.data import Dataset
 from ..config import checkpoint_weights_only, inference_only
 from ..data.build import train_loader
 from ..data.samplers import build_sampler
-from .checkpoint import Checkpointer, CheckpointError, atomic_write
+from .checkpoint import Checkpointer, CheckpointError, atomic_write, last_checkpoint_path
+from .lr_schedule import uses_epoch_schedule, whole_epochs
 from .optimizer import apply_lr_factors, build_plugin_optimizer
-from .trainer import PluginTrainer
+from .trainer import PluginTrainer, epoch_iterations
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ __all__ = [
     "Stage",
     "StageConfigMismatch",
     "StageTrainer",
+    "config_differences",
     "freeze_for_stage",
     "load_or_build_cache",
     "model_stages",
@@ -90,8 +95,9 @@ class Stage:
         trainable (tuple | None): parameter-name prefixes that train; None: every parameter.
         frozen (tuple): prefixes that do not train (applied after ``trainable``).
         lr_factors (dict): prefix -> factor on the lr the ``SOLVER.PARAM_GROUPS`` rules give.
-        warmup_epochs (float | None): linear warm-up length in epochs (sets
-            ``SOLVER.WARMUP_ITERS``); None keeps ``SOLVER.WARMUP_ITERS``.
+        warmup_epochs (float | None): warm-up length in epochs: sets ``SOLVER.WARMUP_EPOCHS``
+            (a whole number) with ``SOLVER.SCHED_UNIT epoch``, else ``SOLVER.WARMUP_ITERS``
+            (epochs x iterations per epoch); None keeps the config's.
         train_data (str): "images" (the caption loader) or "features" (the model's
             ``stage_train_set``).
     """
@@ -128,18 +134,18 @@ def model_stages(cfg):
     return stages
 
 
-def stage_config(cfg, stage, weights_from_checkpoint=False):
+def stage_config(cfg, stage, checkpoint=None):
     """The frozen config of one stage: ``cfg`` + ``stage.opts``, ``OUTPUT_DIR/<name>``.
 
-    ``weights_from_checkpoint``: the stage starts from a checkpoint (the previous stage's or
-    its own last one), so the CLIP weights file is not read.
+    ``checkpoint``: the file the stage starts from (the previous stage's or its own last one):
+    the CLIP weights file is not read, and the model is built as the checkpoint records.
     """
     scfg = cfg.clone()
     scfg.defrost()
     scfg.merge_from_list(list(stage.opts))
     scfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, stage.name)
-    if weights_from_checkpoint:
-        checkpoint_weights_only(scfg)
+    if checkpoint:
+        logger.info(f"Stage '{stage.name}': {checkpoint_weights_only(scfg, checkpoint)}")
         scfg.MODEL.WEIGHTS = ""
     scfg.freeze()
     return scfg
@@ -163,6 +169,15 @@ def recorded_config(scfg, stage):
     return {"stage": stage.name, "config": keep}
 
 
+def config_differences(old, new):
+    """The keys whose values differ between two ``recorded_config(...)["config"]`` dicts, as
+    ``KEY: <old> there, <new> now`` (the first six, then how many more); "" when none differ."""
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differ[:6])
+    more = f"; ... ({len(differ) - 6} more)" if len(differ) > 6 else ""
+    return shown + more
+
+
 def check_recorded(scfg, stage, stage_dir):
     """Write the stage's record, or raise ``StageConfigMismatch`` if an existing one differs."""
     path = os.path.join(stage_dir, RECORD_NAME)
@@ -170,14 +185,11 @@ def check_recorded(scfg, stage, stage_dir):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)["config"]
-        new = record["config"]
-        differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        differ = config_differences(old, record["config"])
         if differ:
-            shown = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in differ[:6])
-            more = f"; ... ({len(differ) - 6} more)" if len(differ) > 6 else ""
             raise StageConfigMismatch(
-                f"stage '{stage.name}' in {stage_dir} was trained with another config ({shown}"
-                f"{more}). Delete {stage_dir} to train the stage again, pass another OUTPUT_DIR, "
+                f"stage '{stage.name}' in {stage_dir} was trained with another config ({differ})"
+                f". Delete {stage_dir} to train the stage again, pass another OUTPUT_DIR, "
                 "or restore those settings."
             )
         return
@@ -366,9 +378,14 @@ class StageTrainer(PluginTrainer):
     def auto_scale_hyperparams(self, cfg, num_classes):
         cfg = PluginTrainer.auto_scale_hyperparams(cfg, num_classes)
         if self.stage.warmup_epochs is not None:
-            per_epoch = len(self._loader.dataset) // cfg.SOLVER.IMS_PER_BATCH
             cfg.defrost()
-            cfg.SOLVER.WARMUP_ITERS = int(round(self.stage.warmup_epochs * per_epoch))
+            if uses_epoch_schedule(cfg):
+                what = f"stage '{self.stage.name}': its warm-up"
+                cfg.SOLVER.WARMUP_EPOCHS = whole_epochs(self.stage.warmup_epochs, what)
+            else:
+                # An epoch as the trainer counts it (DATALOADER.VI_EPOCH).
+                per_epoch = epoch_iterations(cfg, self._loader)
+                cfg.SOLVER.WARMUP_ITERS = int(round(self.stage.warmup_epochs * per_epoch))
             cfg.freeze()
         return cfg
 
@@ -395,14 +412,6 @@ class StageTrainer(PluginTrainer):
         return {}
 
 
-def _last_checkpoint(stage_dir):
-    path = os.path.join(stage_dir, "last_checkpoint")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return os.path.join(stage_dir, f.read().strip())
-
-
 def run_stages(cfg, args, stages):
     """Run ``stages`` in order under ``cfg.OUTPUT_DIR`` (see the module docstring); returns the
     last stage's evaluation results."""
@@ -414,10 +423,10 @@ def run_stages(cfg, args, stages):
         label = f"Stage {number}/{count} '{stage.name}'"
         stage_dir = os.path.join(cfg.OUTPUT_DIR, stage.name)
         final = os.path.join(stage_dir, "model_final.pth")
-        last = _last_checkpoint(stage_dir)
+        last = last_checkpoint_path(stage_dir)
         resuming = bool(getattr(args, "resume", False) and last and not os.path.isfile(final))
         if os.path.isfile(final):
-            check_recorded(stage_config(cfg, stage, previous is not None), stage, stage_dir)
+            check_recorded(stage_config(cfg, stage, previous), stage, stage_dir)
             logger.info(
                 f"{label}: reusing its finished output {final} (delete {stage_dir} to train it "
                 "again)"
@@ -439,7 +448,7 @@ def run_stages(cfg, args, stages):
             why = f"training, starting from {origin}"
         if last and not resuming:
             why += " (the checkpoints of its interrupted run are ignored without --resume)"
-        scfg = stage_config(cfg, stage, weights_from_checkpoint=bool(resuming or previous))
+        scfg = stage_config(cfg, stage, start if (resuming or previous) else None)
         check_recorded(scfg, stage, stage_dir)
         logger.info(f"{label}: {why}; output in {stage_dir}")
         if scfg.SEED >= 0:
@@ -452,9 +461,9 @@ def run_stages(cfg, args, stages):
         previous = final
     if results is None:
         logger.info(f"Every stage is finished already: evaluating the final model {previous}")
-        scfg = stage_config(cfg, stages[-1], weights_from_checkpoint=True)
+        scfg = stage_config(cfg, stages[-1], previous)
         scfg.defrost()
-        inference_only(scfg)
+        inference_only(scfg, previous)
         scfg.freeze()
         model = PluginTrainer.build_model(scfg)
         Checkpointer(model).load(previous, strict=True, evaluation=True)
@@ -464,15 +473,56 @@ def run_stages(cfg, args, stages):
 
 
 RESULT_FILES = ("results.json", "results_val_selected.json")
+FINAL_MODEL = "model_final.pth"
 
 
 def publish_results(stage_dir, output_dir):
-    """Copy the last stage's result files to ``OUTPUT_DIR``: the run's results are where a
-    single-stage run leaves them (``tools/benchmark_synthetic.py`` and users read them there)."""
+    """Put the last stage's final model and result files in ``OUTPUT_DIR``, where a
+    single-stage run leaves them: ``--eval-only MODEL.WEIGHTS OUTPUT_DIR/model_final.pth``,
+    ``tools/benchmark_synthetic.py`` and users' scripts read them there.
+
+    The model comes first (``tools/run_trials.py`` takes a ``results.json`` newer than the model
+    as the mark of a finished run), as a hard link (:func:`publish_file`)."""
     if not comm.is_main_process():
         return
+    source = os.path.join(stage_dir, FINAL_MODEL)
+    if os.path.isfile(source):
+        target = os.path.join(output_dir, FINAL_MODEL)
+        how = publish_file(source, target)
+        logger.info(f"{FINAL_MODEL} of the last stage {how} to {target}")
     for name in RESULT_FILES:
         source = os.path.join(stage_dir, name)
         if os.path.isfile(source):
             shutil.copyfile(source, os.path.join(output_dir, name))
             logger.info(f"{name} of the last stage copied to {output_dir}")
+
+
+def publish_file(source, target):
+    """Make ``target`` hold ``source``'s content, atomically; returns "linked" or "copied".
+
+    A hard link where the file system allows one: a checkpoint can take gigabytes, and the two
+    names cannot drift apart, because checkpoints are never rewritten in place (a new save
+    replaces the file by a rename, and the next publication links the new one). Where links
+    fail (another file system, one without hard links), an atomic copy. Either way the new name
+    is made under a temporary name first and renamed over ``target``, so ``target`` is at every
+    moment the previous file or the complete new one.
+    """
+    if os.path.exists(target) and os.path.samefile(source, target):
+        return "linked"
+    folder = os.path.dirname(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.link.tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.link(source, tmp)
+    except OSError as e:
+        logger.info(f"No hard link from {target} to {source} ({e}): copying it")
+        with open(source, "rb") as f:
+            atomic_write(target, lambda out: shutil.copyfileobj(f, out, 2**24))
+        return "copied"
+    try:
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return "linked"

@@ -34,6 +34,12 @@ from ..evaluation.timing import InferenceTimer
 from ..evaluation.vi_evaluator import VIReIDEvaluator
 from .amp import PrecisionTrainer
 from .checkpoint import Checkpointer, EvalCheckpointHook, InterruptHook
+from .lr_schedule import (
+    SCHEDULER_KEY,
+    EpochLRHook,
+    build_epoch_lr_scheduler,
+    uses_epoch_schedule,
+)
 from .optimizer import build_plugin_optimizer
 
 logger = logging.getLogger(__name__)
@@ -43,12 +49,14 @@ class PluginTrainer(DefaultTrainer):
     """``DefaultTrainer`` that knows caption datasets and cross-modal evaluation.
 
     Optimizer groups follow ``SOLVER.PARAM_GROUPS`` (plugins.engine.optimizer); caption datasets
-    use the plugin's resumable samplers. LR schedule and hooks are fast-reid's; so is DDP, which
-    here also wraps CPU models (gloo, ``plugins.engine.launch``). Datasets that are not the
-    plugin's go through fast-reid's own loaders and ``ReidEvaluator``.
+    use the plugin's resumable samplers. The lr schedule is fast-reid's, or one lr per epoch as
+    IRRA steps it (``SOLVER.SCHED_UNIT epoch``, ``plugins.engine.lr_schedule``). Hooks are
+    fast-reid's; so is DDP, which here also wraps CPU models (gloo, ``plugins.engine.launch``).
+    Datasets that are not the plugin's go through fast-reid's own loaders and ``ReidEvaluator``.
     """
 
     def __init__(self, cfg):
+        self._epoch_cfg = cfg  # read when DefaultTrainer.__init__ sets iters_per_epoch
         with ddp_on_every_device():
             super().__init__(cfg)
         # fast-reid's SimpleTrainer / AMPTrainer (CUDA fp16 only, a sync per loss per step)
@@ -59,6 +67,18 @@ class PluginTrainer(DefaultTrainer):
         )
         if self._trainer.grad_scaler is not None:  # float16: a resumed run keeps its scale
             self.checkpointer.checkpointables["grad_scaler"] = self._trainer.grad_scaler
+
+    @property
+    def iters_per_epoch(self):
+        """Iterations in one training epoch (``DATALOADER.VI_EPOCH``, :func:`epoch_iterations`)."""
+        return self._iters_per_epoch
+
+    @iters_per_epoch.setter
+    def iters_per_epoch(self, value):
+        # DefaultTrainer.__init__ assigns fast-reid's len(training set) // IMS_PER_BATCH here,
+        # and then builds the lr schedule and max_iter from it.
+        loader = self._trainer.data_loader
+        self._iters_per_epoch = epoch_iterations(self._epoch_cfg, loader, default=value)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -77,6 +97,10 @@ class PluginTrainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
+        """``SOLVER.SCHED_UNIT epoch``: one lr per epoch as IRRA sets it
+        (``plugins.engine.lr_schedule``); ``iteration``: fast-reid's schedule, checked."""
+        if uses_epoch_schedule(cfg):
+            return build_epoch_lr_scheduler(cfg, optimizer)
         # fast-reid anneals over MAX_EPOCH minus the warm-up's (or delay's) whole epochs and
         # steps the schedule at the end of every epoch after them; with no epoch left but a
         # step still to come, its cosine schedule divides by zero. (A warm-up as long as the
@@ -148,6 +172,7 @@ class PluginTrainer(DefaultTrainer):
                 trials=cfg.TEST.VI_TRIALS,
                 chunk_size=cfg.TEST.RANK_CHUNK,
                 dataset_name=dataset_name,
+                llcm_vis2ir=cfg.TEST.LLCM_VIS2IR,
             )
             return build_vi_test_loader(cfg, data.test), evaluator
         if not is_text_dataset(dataset_name):
@@ -218,7 +243,8 @@ class PluginTrainer(DefaultTrainer):
     def build_hooks(self):
         """fast-reid's hooks, with the epoch's checkpoint written before its evaluation
         (``EvalCheckpointHook`` replaces ``EvalHook`` + ``PeriodicCheckpointer``, whose order
-        lost ``model_final`` when the final evaluation failed) and SIGINT / SIGTERM handling."""
+        lost ``model_final`` when the final evaluation failed), SIGINT / SIGTERM handling, and
+        ``EpochLRHook`` for per-epoch schedules."""
         ret = []
         for hook in super().build_hooks():
             if isinstance(hook, hooks.PeriodicCheckpointer):
@@ -231,6 +257,8 @@ class PluginTrainer(DefaultTrainer):
                     self._evaluate_on_val if self.selects_on_val else hook._func,
                     self.cfg.DATASETS.TESTS,
                 )
+            elif isinstance(hook, hooks.LRScheduler) and uses_epoch_schedule(self.cfg):
+                hook = EpochLRHook(self.optimizer, self.scheduler[SCHEDULER_KEY])
             elif isinstance(hook, hooks.PeriodicWriter):
                 # fast-reid writes metrics every 200 iterations; short runs would show nothing.
                 hook = hooks.PeriodicWriter(self.build_writers(), self.cfg.SOLVER.LOG_PERIOD)
@@ -391,6 +419,37 @@ def training_task(cfg):
             f"DATASETS.NAMES mixes caption, visible-infrared and fast-reid datasets: {names}"
         )
     return "fastreid"
+
+
+VI_EPOCHS = ("images", "sampler")
+
+
+def epoch_iterations(cfg, data_loader, default=None):
+    """Iterations in one training epoch of ``data_loader`` as ``DATALOADER.VI_EPOCH`` defines it.
+
+    "images": fast-reid's ``len(training set) // SOLVER.IMS_PER_BATCH`` (``default`` when
+    given); "sampler": the plugin's training sampler's ``epoch_iterations()`` (with
+    ``ModalityIdentitySampler`` AGW's two-modality epoch, ``int(max(n_vis, n_ir) / (P K)) + 1``).
+    """
+    mode = cfg.DATALOADER.VI_EPOCH
+    if mode not in VI_EPOCHS:
+        raise ValueError(f"DATALOADER.VI_EPOCH {mode!r} not in {VI_EPOCHS}")
+    images = len(data_loader.dataset) // cfg.SOLVER.IMS_PER_BATCH
+    if mode == "images":
+        return images if default is None else default
+    sampler = getattr(getattr(data_loader, "batch_sampler", None), "sampler", None)
+    if not isinstance(sampler, EpochBatchSampler):
+        raise ValueError(
+            "DATALOADER.VI_EPOCH sampler counts an epoch as the plugin's training samplers do; "
+            "fast-reid's own loaders have none: set DATALOADER.VI_EPOCH images"
+        )
+    iterations = sampler.epoch_iterations()
+    if comm.is_main_process() and iterations != images:
+        logger.info(
+            f"One training epoch is {iterations} iterations (DATALOADER.VI_EPOCH sampler, "
+            f"{type(sampler).__name__}); fast-reid's count would be {images}"
+        )
+    return iterations
 
 
 def step_seed(seed, iteration, rank=0):

@@ -13,7 +13,9 @@ from .vi_protocols import protocol_modes, protocol_trials
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("R1", "R10", "R20", "mAP", "mINP")
+METRICS = ("R1", "R5", "R10", "R20", "mAP", "mINP")
+# Every reference test script (AGW, CAJ, DEEN) prints R1, R5, R10 and R20.
+TOPK = (1, 5, 10, 20)
 
 
 class VIReIDEvaluator(IndexedFeatureEvaluator):
@@ -23,9 +25,9 @@ class VIReIDEvaluator(IndexedFeatureEvaluator):
     Features are L2-normalised, so similarity is cosine. Every trial indexes the same features:
     query features are extracted once, and each gallery draw selects from them.
 
-    Results: ``{mode}/{R1,R10,R20,mAP,mINP}`` (mean over trials) and the same keys with ``_std``
-    (population standard deviation over trials, 0 for one trial); top-level ``R1``, ``mAP``,
-    ``mINP`` and ``metric`` (= R1, for model selection) are those of the first mode
+    Results: ``{mode}/{R1,R5,R10,R20,mAP,mINP}`` (mean over trials) and the same keys with
+    ``_std`` (population standard deviation over trials, 0 for one trial); top-level ``R1``,
+    ``mAP``, ``mINP`` and ``metric`` (= R1, for model selection) are those of the first mode
     (SYSU-MM01 ``all_single``, RegDB ``v2t``, LLCM ``ir2vis``).
 
     Args:
@@ -33,15 +35,24 @@ class VIReIDEvaluator(IndexedFeatureEvaluator):
         trials (int): gallery draws per mode for SYSU-MM01 and LLCM (RegDB has one).
         chunk_size (int): query rows ranked at once (bounds memory).
         dataset_name (str): used in the printed table.
+        llcm_vis2ir (str): LLCM VIS-to-IR convention (``TEST.LLCM_VIS2IR``): ``"published"``
+            (the drawn infrared images query every visible image, as DEEN's code and every
+            published table) or ``"literal"`` (every visible image queries the drawn infrared
+            images); see :mod:`plugins.evaluation.vi_protocols`.
     """
 
-    def __init__(self, test_set, trials=10, chunk_size=1024, dataset_name=""):
+    def __init__(
+        self, test_set, trials=10, chunk_size=1024, dataset_name="", llcm_vis2ir="published"
+    ):
         self.test_set = test_set
+        self.llcm_vis2ir = llcm_vis2ir
         self.chunk_size = chunk_size
         self.dataset_name = dataset_name
         self.modes = protocol_modes(test_set)
         # The draws depend on the test set only: made once, reused by every evaluation.
-        self.trials = OrderedDict((m, protocol_trials(test_set, m, trials)) for m in self.modes)
+        self.trials = OrderedDict(
+            (m, protocol_trials(test_set, m, trials, llcm_vis2ir=llcm_vis2ir)) for m in self.modes
+        )
         self.pids = np.asarray([image.pid for image in test_set.images], dtype=np.int64)
         self.cams = np.asarray([image.camid for image in test_set.images], dtype=np.int64)
         self.reset()
@@ -67,7 +78,7 @@ class VIReIDEvaluator(IndexedFeatureEvaluator):
                         self.cams[g],
                         camera_rule=trial.camera_rule,
                         unique_ids=trial.unique_ids,
-                        topk=(1, 10, 20),
+                        topk=TOPK,
                         chunk_size=self.chunk_size,
                     )
                 )
@@ -108,6 +119,10 @@ class VIReIDEvaluator(IndexedFeatureEvaluator):
             f"{mode}: {row['queries']} queries, gallery {row['gallery']:g}"
             for mode, row in rows.items()
         )
+        if self.test_set.protocol == "llcm":
+            sizes += f"; vis2ir in the {self.llcm_vis2ir} convention"
+            if self.llcm_vis2ir == "published":
+                sizes += " (queries: the drawn infrared images; gallery: every visible image)"
         name = f" on {self.dataset_name}" if self.dataset_name else ""
         logger.info(
             f"VI-ReID{name} ({self.test_set.protocol} protocol; mean +- std over trials; "

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from fastreid.modeling.backbones import BACKBONE_REGISTRY
 from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ __all__ = [
     "build_clip_backbone",
     "build_clip_model",
     "build_clip_model_from_cfg",
+    "architecture_quick_gelu",
+    "clip_activation",
+    "clip_file_is_openai",
     "clip_kwargs_from_cfg",
     "clip_weights_from_cfg",
     "count_parameters",
@@ -60,6 +63,7 @@ __all__ = [
     "resnet_attention_pool",
     "trim_token_ids",
     "resolve_clip_weights",
+    "quick_gelu_setting",
 ]
 
 # fast-reid feeds 0-255 images, so CLIP's mean / std are scaled by 255 for MODEL.PIXEL_MEAN/STD.
@@ -285,20 +289,72 @@ def load_clip_state_dict(path: str, allow_pickle: bool = False):
     return state_dict, is_openai
 
 
-def resize_grid_pos_embed(pos_embed, old_grid, new_grid, num_prefix: int = 1):
-    """Bicubically resize a grid of position embeddings, keeping the prefix rows unchanged.
+def clip_file_is_openai(path: str, allow_pickle: bool = False) -> bool:
+    """Whether a CLIP weights file is in OpenAI's release format (see :func:`load_clip_state_dict`),
+    read without loading its tensors where the format allows."""
+    if path.endswith(".safetensors"):
+        return False
+    if _is_torchscript_archive(path):
+        return True
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, ValueError):
+        checkpoint = _torch_load(path, allow_pickle)  # a legacy (non-zip) or pickled file
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    return isinstance(checkpoint, dict) and any(
+        k in ("input_resolution", "module.input_resolution") for k in checkpoint
+    )
+
+
+def architecture_quick_gelu(name: str) -> bool:
+    """The activation an architecture is defined with: True for open_clip's ``*-quickgelu``
+    configs (and JSON configs saying ``"quick_gelu": true``), False otherwise."""
+    return bool(get_clip_config(name).get("quick_gelu", False))
+
+
+def clip_activation(model: nn.Module):
+    """Whether the CLIP transformers inside ``model`` use QuickGELU (True) or GELU (False); None
+    when ``model`` holds no open_clip transformer block (a ResNet image tower alone)."""
+    found = {
+        isinstance(m.mlp.gelu, QuickGELU)
+        for m in model.modules()
+        if isinstance(m, ResidualAttentionBlock)
+    }
+    if len(found) > 1:
+        raise ValueError("the model mixes QuickGELU and GELU CLIP transformer blocks")
+    return found.pop() if found else None
+
+
+# How a checkpoint's grid of position embeddings is resized to the model's: "bilinear" as IRRA
+# (clip_model.py, resize_pos_embed) and CLIP-ReID do (F.interpolate's bilinear, corners not
+# aligned, no antialiasing), or "bicubic" with antialiasing.
+POS_EMBED_RESIZE_MODES = ("bilinear", "bicubic")
+
+
+def resize_grid_pos_embed(pos_embed, old_grid, new_grid, num_prefix: int = 1, mode="bilinear"):
+    """Resize a grid of position embeddings, keeping the prefix rows unchanged.
 
     Args:
         pos_embed (Tensor): (num_prefix + old_h * old_w, C)
         old_grid, new_grid: (h, w) of the checkpoint and of the model
+        mode: "bilinear" (IRRA's and CLIP-ReID's resize) or "bicubic" (with antialiasing)
     Returns:
         Tensor: (num_prefix + new_h * new_w, C)
     """
+    if mode not in POS_EMBED_RESIZE_MODES:
+        raise ValueError(
+            f"MODEL.CLIP.POS_EMBED_RESIZE must be one of {POS_EMBED_RESIZE_MODES}, got {mode!r}"
+        )
     prefix, grid = pos_embed[:num_prefix], pos_embed[num_prefix:]
     channels = grid.shape[-1]
     grid = grid.reshape(1, old_grid[0], old_grid[1], channels).permute(0, 3, 1, 2)
     grid = F.interpolate(
-        grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False, antialias=True
+        grid.float(),
+        size=tuple(new_grid),
+        mode=mode,
+        align_corners=False,
+        antialias=mode == "bicubic",
     )
     grid = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], channels)
     return torch.cat([prefix, grid.to(pos_embed.dtype)], dim=0)
@@ -315,7 +371,7 @@ def _square_grid(num_positions: int, key: str, new_grid):
     return side, side
 
 
-def _adapt_state_dict(state_dict: dict, model: nn.Module) -> dict:
+def _adapt_state_dict(state_dict: dict, model: nn.Module, resize_mode="bilinear") -> dict:
     """Reshape checkpoint tensors for ``model``: position grids, <|mask|> row, context length."""
     state_dict = dict(state_dict)
     visual = model.visual
@@ -331,8 +387,10 @@ def _adapt_state_dict(state_dict: dict, model: nn.Module) -> dict:
             continue
         new_grid = visual.grid_size
         old_grid = _square_grid(source.shape[0] - 1, key, new_grid)
-        logger.info("Resizing %s from grid %s to %s", key, old_grid, tuple(new_grid))
-        state_dict[key] = resize_grid_pos_embed(source, old_grid, new_grid)
+        logger.info(
+            "Resizing %s from grid %s to %s (%s)", key, old_grid, tuple(new_grid), resize_mode
+        )
+        state_dict[key] = resize_grid_pos_embed(source, old_grid, new_grid, mode=resize_mode)
 
     key = "token_embedding.weight"
     if key in state_dict:
@@ -363,9 +421,9 @@ def _adapt_state_dict(state_dict: dict, model: nn.Module) -> dict:
     return state_dict
 
 
-def _load_weights(model: nn.Module, state_dict: dict, path: str):
+def _load_weights(model: nn.Module, state_dict: dict, path: str, resize_mode="bilinear"):
     """Strictly load an adapted state dict; one error lists every missing/extra/mis-shaped key."""
-    state_dict = _adapt_state_dict(state_dict, model)
+    state_dict = _adapt_state_dict(state_dict, model, resize_mode)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -452,6 +510,7 @@ def build_clip_model(
     warn_random_init: bool = True,
     allow_pickle: bool = False,
     resnet_last_stride: int = 2,
+    pos_embed_resize: str = "bilinear",
 ):
     """Build an open_clip ``CLIP`` (fp32, CPU) for (H, W) images, optionally from local weights.
 
@@ -464,11 +523,14 @@ def build_clip_model(
         vocab_size: text vocabulary rows (49409 = CLIP's 49408 + ``<|mask|>``).
         context_length: text positions.
         weights: local checkpoint file, or '' for random initialisation.
-        quick_gelu: None follows the config, switched on for OpenAI-format checkpoints.
+        quick_gelu: None follows the architecture's config, switched on for OpenAI-format
+            weights files; True / False force it (a rebuild passes the recorded value).
         warn_random_init: warn when no weights are given.
         allow_pickle: let a weights file that needs full unpickling load (it can run code).
         resnet_last_stride: ResNets only: 2 (CLIP's total stride 32) or 1 (16, CLIP-ReID's
             choice for person crops such as 288x144). Ignored for ViTs.
+        pos_embed_resize: how the weights' position-embedding grid is resized to the model's
+            ("bilinear" as IRRA and CLIP-ReID, or "bicubic").
     Returns:
         open_clip.model.CLIP
     """
@@ -487,9 +549,17 @@ def build_clip_model(
         raise ValueError(f"{name}: timm vision towers are not supported")
     if quick_gelu is None:
         quick_gelu = bool(cfg.get("quick_gelu", False)) or is_openai
-        if is_openai and not cfg.get("quick_gelu", False):
-            logger.info("OpenAI checkpoint: building %s with QuickGELU as it was trained", name)
-    cfg["quick_gelu"] = quick_gelu
+        why = "OpenAI weights, trained with it" if is_openai else "the architecture's own"
+    else:
+        why = "MODEL.CLIP.QUICKGELU"
+        if is_openai and not quick_gelu:
+            logger.warning(
+                "%s is in OpenAI's format (trained with QuickGELU) but the model is built with "
+                "GELU (MODEL.CLIP.QUICKGELU False)",
+                path,
+            )
+    cfg["quick_gelu"] = bool(quick_gelu)
+    logger.info("CLIP %s: %s activation (%s)", name, "QuickGELU" if quick_gelu else "GELU", why)
 
     image_size = tuple(int(s) for s in image_size)
     vision_cfg, text_cfg = cfg["vision_cfg"], cfg["text_cfg"]
@@ -507,7 +577,7 @@ def build_clip_model(
         _set_vit_grid(model.visual, image_size, int(stride) if stride else patch)
 
     if state_dict is not None:
-        _load_weights(model, state_dict, path)
+        _load_weights(model, state_dict, path, pos_embed_resize)
     elif warn_random_init:
         logger.warning("CLIP %s is randomly initialised (MODEL.CLIP.WEIGHTS is empty)", name)
     return model.float()
@@ -550,7 +620,20 @@ def clip_kwargs_from_cfg(cfg) -> dict:
         "weights": clip_weights_from_cfg(cfg),
         "allow_pickle": clip.ALLOW_PICKLE,
         "resnet_last_stride": clip.RESNET_LAST_STRIDE,
+        "quick_gelu": quick_gelu_setting(clip.QUICKGELU),
+        "pos_embed_resize": clip.POS_EMBED_RESIZE,
     }
+
+
+def quick_gelu_setting(value):
+    """``MODEL.CLIP.QUICKGELU`` as None (auto), True or False."""
+    if value is None or (isinstance(value, str) and value.lower() == "auto"):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"MODEL.CLIP.QUICKGELU must be auto, True or False, got {value!r}")
 
 
 def build_clip_model_from_cfg(cfg):

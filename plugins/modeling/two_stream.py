@@ -138,13 +138,19 @@ class TwoStreamCLIPResNet(nn.Module):
         return self.shared_forward(self.specific(images, modalities))
 
 
-def freeze_frozen_norms(module: nn.Module):
+def freeze_frozen_norms(module: nn.Module, keep_training=()):
     """Put every batch norm whose parameters are all frozen in eval mode.
 
     A frozen stage must not move: in train mode a batch norm would still normalise with batch
     statistics and overwrite its running ones. Call after ``module.train()``.
+
+    Args:
+        keep_training (tuple[str]): module-name prefixes whose batch norms stay in train mode
+            even when frozen (their statistics follow the batches, their affine parameters not).
     """
-    for m in module.modules():
+    for name, m in module.named_modules():
+        if keep_training and name.startswith(tuple(keep_training)):
+            continue
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters())
             if params and not any(p.requires_grad for p in params):
@@ -190,6 +196,12 @@ class VICLIPModel(nn.Module):
     """
 
     training_only_prefixes = ("classifier.", "text.")
+    #: Whether ``clip_logit_scale`` is saved in checkpoints (models whose losses use it), and
+    #: the config key that fixes the scale instead.
+    records_clip_logit_scale = False
+    logit_scale_key = ""
+    #: Module-name prefixes of frozen batch norms that stay in train mode (see ``train``).
+    train_mode_norms = ()
 
     def __init__(self, cfg):
         super().__init__()
@@ -198,8 +210,14 @@ class VICLIPModel(nn.Module):
         # Both methods align with text in training only: evaluation builds no text tower.
         self.text = CLIPTextEncoder(clip) if cfg.MODEL.TRAINING_HEADS else None
         self.embed_dim = self.visual.embed_dim
-        # CLIP's temperature, kept as the checkpoint has it (no stage trains it).
-        self.register_buffer("clip_logit_scale", clip.logit_scale.detach().exp().clone(), False)
+        # CLIP's temperature (no stage trains it). A model whose losses use it saves it in every
+        # checkpoint: a model rebuilt from one (a later stage, --resume) is built without the
+        # CLIP weights, with open_clip's initial 1 / 0.07, and must take the checkpoint's.
+        self.register_buffer(
+            "clip_logit_scale",
+            clip.logit_scale.detach().exp().clone(),
+            persistent=self.records_clip_logit_scale,
+        )
         self.bottleneck = nn.BatchNorm1d(self.embed_dim)
         self.bottleneck.bias.requires_grad_(False)  # BNNeck (Luo et al.): no shift
         nn.init.ones_(self.bottleneck.weight)
@@ -228,8 +246,31 @@ class VICLIPModel(nn.Module):
     def train(self, mode=True):
         super().train(mode)
         if mode:
-            freeze_frozen_norms(self)
+            freeze_frozen_norms(self, self.train_mode_norms)
         return self
+
+    @property
+    def optional_state(self):
+        """State-dict entries a checkpoint may lack (``plugins.engine.checkpoint``): the saved
+        temperature, which checkpoints written before it was saved do not have."""
+        return ("clip_logit_scale",) if self.records_clip_logit_scale else ()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "clip_logit_scale"
+        if self.records_clip_logit_scale and key not in state_dict:
+            # A checkpoint written before the temperature was saved: keep the built value.
+            state_dict = dict(state_dict)
+            state_dict[key] = self.clip_logit_scale
+            if self.training_heads:  # inference does not use it
+                logger.warning(
+                    "The checkpoint has no CLIP temperature (clip_logit_scale: it was written "
+                    f"before checkpoints kept it): keeping this model's "
+                    f"{float(self.clip_logit_scale):.2f}. A model built without the CLIP weights "
+                    "has open_clip's initial 1 / 0.07 = 14.29, not the weights' own (100 for "
+                    f"OpenAI's RN50): set {self.logit_scale_key or 'the scale'} to the value it "
+                    "trained with."
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def normalize(self, images):
         """0-255 images (B, 3, H, W) -> CLIP-normalised."""

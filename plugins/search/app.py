@@ -7,16 +7,23 @@
   and thermal side by side for pair galleries) and, when the gallery has identities, an identity
   field that draws matches green and non-matches red. ``/?q=...&k=8`` runs that query on load.
 - ``GET /api/search?q=TEXT&k=10[&pid=N]``: ``{"query", "k", "results": [{"rank", "score",
-  "name", "index", "pid", "image", "t_image"[, "match"]}, ...], "elapsed_ms"}``; bad input is
-  HTTP 400 with ``{"error": "<one line>"}``.
+  "name", "index", "pid", "image", "t_image"[, "match"]}, ...], "elapsed_ms", "batch"}``;
+  bad input is HTTP 400 with ``{"error": "<one line>"}``. ``batch`` is how many searches
+  (this one included) ran together through the text encoder.
 - ``GET /image/<index>[?thermal=1]``: the bytes of a gallery image of the index, 404 otherwise.
   Only files the searcher lists (its gallery items) or returned in a result are ever read, never
   a path taken from the request.
 
 ``searcher`` is anything with ``search(text, top_k) -> list[dict]`` (the dicts of
 ``plugins.search.engine.TextSearcher.search``) and ``has_identities``; refusals it raises as
-``ValueError`` (``SearchError`` is one) become HTTP 400 with their message. This module imports
-only the standard library: the model lives in the searcher.
+``ValueError`` (``SearchError`` is one) become HTTP 400 with their message. A searcher that also
+has ``search_batch(texts, top_ks) -> list[list[dict]]`` (``TextSearcher`` has) answers requests
+that arrive together in one pass (``QueryBatcher``): while one batch runs, the requests that
+come in wait and then run as the next batch, so a lone request never waits for company. This
+module imports only the standard library: the model lives in the searcher.
+
+The listening socket queues up to ``SearchServer.request_queue_size`` connections (Python's
+default of 5 drops the rest of a burst, and their clients retry after a second or more).
 """
 
 from __future__ import annotations
@@ -36,6 +43,13 @@ from urllib.parse import parse_qs, urlsplit
 logger = logging.getLogger(__name__)
 
 K_MIN, K_MAX, K_DEFAULT = 1, 50, 10
+# Searches of concurrent requests run through the text encoder together, at most this many.
+MAX_BATCH = 64
+# Connections the kernel queues before the server accepts them (capped by net.core.somaxconn).
+REQUEST_QUEUE_SIZE = 1024
+# /image/<index>: more digits than any gallery needs is no index (int() of thousands of digits
+# raises ValueError).
+MAX_INDEX_DIGITS = 18
 # A caption is a sentence or two; the tokenizer truncates far below this anyway.
 MAX_QUERY_CHARS = 1000
 
@@ -46,6 +60,13 @@ class BadRequest(ValueError):
 
 def _one_line(text):
     return " ".join(str(text).split()) or "error"
+
+
+def _shown(text, limit=40):
+    """``repr(text)``, cut to ``limit`` characters (a request may carry thousands)."""
+    return (
+        repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+    )
 
 
 def gallery_items(searcher):
@@ -109,21 +130,96 @@ def parse_search_query(query_string, has_identities):
     return text, k, pid
 
 
+class _Job:
+    """One request's search in a ``QueryBatcher``: its input, then its result or error."""
+
+    __slots__ = ("request", "done", "value", "error", "batch")
+
+    def __init__(self, request):
+        self.request = request
+        self.done = False
+        self.value = self.error = None
+        self.batch = 0
+
+    def finish(self, outcome, batch):
+        if isinstance(outcome, BaseException):
+            self.error = outcome
+        else:
+            self.value = outcome
+        self.batch = batch
+        self.done = True
+
+
+class QueryBatcher:
+    """Runs the jobs of concurrent callers in batches, one batch at a time.
+
+    ``submit`` from any thread: when nothing runs, the caller runs the waiting jobs itself (its
+    own among them, at most ``max_batch``, oldest first); otherwise it waits, and the jobs that
+    gathered meanwhile run together next. ``run_batch(requests) -> outcomes`` gets a list of
+    requests and returns one result or exception per request, in order.
+    """
+
+    def __init__(self, run_batch, max_batch=MAX_BATCH):
+        self._run_batch = run_batch
+        self.max_batch = max(1, int(max_batch))
+        self._cond = threading.Condition()
+        self._pending = []
+        self._running = False
+
+    def submit(self, request):
+        """The outcome of ``request`` (its exception raised), and the size of its batch."""
+        job = _Job(request)
+        with self._cond:
+            self._pending.append(job)
+        while True:
+            with self._cond:
+                while not job.done and self._running:
+                    self._cond.wait()
+                if job.done:
+                    break
+                self._running = True
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.value, job.batch
+
+    def _execute(self, batch):
+        try:
+            outcomes = list(self._run_batch([job.request for job in batch]))
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} searches")
+        except BaseException as e:  # every job must finish, or its caller would wait forever
+            outcomes = [e] * len(batch)
+        for job, outcome in zip(batch, outcomes):
+            job.finish(outcome, len(batch))
+
+
 class SearchServer(ThreadingHTTPServer):
     """A ``ThreadingHTTPServer`` holding the searcher and the gallery files it may serve.
 
-    Searches run one at a time (``search_lock``): the model is shared by every request thread,
-    and a CPU forward pass already uses the cores, so parallel searches would only contend.
+    Searches go through one ``QueryBatcher``: the model is shared by every request thread and
+    a CPU forward pass already uses the cores, so parallel searches would only contend, while
+    one forward pass over the sentences of several requests costs far less than one each.
     """
 
-    def __init__(self, searcher, host="127.0.0.1", port=7860):
+    # socketserver's default backlog of 5 drops connections of a burst of requests.
+    request_queue_size = REQUEST_QUEUE_SIZE
+
+    def __init__(self, searcher, host="127.0.0.1", port=7860, max_batch=MAX_BATCH):
         # IPv6 literals ("::1", "::") need an IPv6 socket.
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), SearchHandler)
         self.searcher = searcher
         self.has_identities = bool(getattr(searcher, "has_identities", False))
         self.items = gallery_items(searcher)
-        self.search_lock = threading.Lock()
+        self.batcher = QueryBatcher(self._search_many, max_batch)
         # index -> (path, t_path) of every result returned, for searchers that list no items.
         self._returned = {}
         self._returned_lock = threading.Lock()
@@ -143,8 +239,7 @@ class SearchServer(ThreadingHTTPServer):
         size = self.gallery_size()
         top_k = min(k, size) if size else k
         start = time.perf_counter()
-        with self.search_lock:
-            found = self.searcher.search(text, top_k)
+        found, batch = self.batcher.submit((text, top_k))
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         results = []
         for r in found:
@@ -165,7 +260,31 @@ class SearchServer(ThreadingHTTPServer):
             if pid is not None:
                 out["match"] = out["pid"] == pid
             results.append(out)
-        return {"query": text, "k": k, "results": results, "elapsed_ms": round(elapsed_ms, 3)}
+        return {
+            "query": text,
+            "k": k,
+            "results": results,
+            "elapsed_ms": round(elapsed_ms, 3),
+            "batch": batch,
+        }
+
+    def _search_many(self, requests):
+        """Outcomes (result list or exception) of ``(text, top_k)`` requests: one
+        ``search_batch`` call when the searcher has it, else (or when the batch fails, so that
+        only a failing request fails) one ``search`` each."""
+        search_batch = getattr(self.searcher, "search_batch", None)
+        if search_batch is not None and len(requests) > 1:
+            try:
+                return search_batch([t for t, _ in requests], [k for _, k in requests])
+            except Exception:
+                pass
+        outcomes = []
+        for text, top_k in requests:
+            try:
+                outcomes.append(self.searcher.search(text, top_k))
+            except Exception as e:
+                outcomes.append(e)
+        return outcomes
 
     def image_path(self, index, thermal):
         """The file of gallery item ``index`` (its thermal image with ``thermal``), or None."""
@@ -261,9 +380,11 @@ class SearchHandler(BaseHTTPRequestHandler):
     def _send_image(self, index_text, query_string):
         thermal = parse_qs(query_string).get("thermal", ["0"])[-1] not in ("", "0", "false")
         # Plain decimal digits only: no signs, spaces or other spellings of a number.
-        if not (index_text.isascii() and index_text.isdigit()):
+        if not (
+            index_text.isascii() and index_text.isdigit() and len(index_text) <= MAX_INDEX_DIGITS
+        ):
             self._send_json(
-                {"error": f"no such gallery image: {index_text!r} is not an index"},
+                {"error": f"no such gallery image: {_shown(index_text)} is not an index"},
                 HTTPStatus.NOT_FOUND,
             )
             return
@@ -308,12 +429,13 @@ class SearchHandler(BaseHTTPRequestHandler):
         logger.info("%s %s", self.client_address[0], format % args)
 
 
-def make_server(searcher, host="127.0.0.1", port=7860):
-    """A ``SearchServer`` for ``searcher`` bound to ``host:port`` (0: a free port), not started.
+def make_server(searcher, host="127.0.0.1", port=7860, max_batch=MAX_BATCH):
+    """A ``SearchServer`` for ``searcher`` bound to ``host:port`` (0: a free port), not started;
+    ``max_batch``: searches run together at most (1: one at a time).
 
     Call ``serve_forever()`` (in a thread for tests), then ``shutdown()`` and ``server_close()``.
     """
-    return SearchServer(searcher, host, port)
+    return SearchServer(searcher, host, port, max_batch)
 
 
 PAGE = """<!DOCTYPE html>

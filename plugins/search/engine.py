@@ -12,7 +12,10 @@ context gives the same feature in less time (tools/benchmark_search.py measures 
 
 import datetime
 import hashlib
+import json
 import os
+import re
+import shutil
 import sys
 import time
 
@@ -22,8 +25,17 @@ import torch.nn.functional as F
 
 from plugins.config import inference_only
 
+from .folders import FolderLock, check_output_folder, remove_stale_staging
 from .gallery import DATASET_PREFIX, GalleryError, SearchError, list_gallery, one_line
-from .index import KINDS, RECALL_K, RECALL_NOISE, IndexError_, SearchIndex, normalise
+from .index import (
+    KINDS,
+    RECALL_K,
+    RECALL_NOISE,
+    IndexError_,
+    SearchIndex,
+    is_index_entry,
+    normalise,
+)
 
 __all__ = [
     "GalleryError",
@@ -37,6 +49,10 @@ __all__ = [
 ]
 
 REBUILD = "rebuild the index with tools/build_index.py"
+DEVICES = ("cpu", "cuda")
+# Queries encoded in one forward pass (search_batch, recall queries): padding to the longest
+# sentence of a batch costs little at this size.
+QUERY_BATCH = 64
 
 
 def sha256_file(path, chunk_size=1 << 20):
@@ -69,15 +85,32 @@ def evaluation_config(cfg, weights, device=None):
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = weights
-    inference_only(cfg)
+    try:
+        inference_only(cfg, weights)  # CLIP's activation as the checkpoint records it
+    except ValueError as e:
+        raise SearchError(one_line(e)) from e
     if device:
         cfg.MODEL.DEVICE = device
     try:
         cfg.MODEL.DEVICE = resolve_device(cfg)
     except RuntimeError as e:
         raise SearchError(one_line(e)) from e
+    check_device(cfg.MODEL.DEVICE, f"--device {device}" if device else None)
     cfg.freeze()
     return cfg
+
+
+def check_device(device, given_as=None):
+    """Refuse a torch device the search tools do not run on (anything but CPU and CUDA)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        kind = None
+    if kind not in DEVICES:
+        raise SearchError(
+            f"{given_as or f'MODEL.DEVICE {device}'}: not a device the search runs on; "
+            "pass cpu, cuda, cuda:N or auto."
+        )
 
 
 def config_from_identity(identity, weights, device=None):
@@ -204,6 +237,22 @@ class QueryEncoder:
         """(1, D) L2-normalised feature of one sentence; empty text is a ``SearchError``."""
         return self.encode_ids(self.tokens(text))
 
+    def encode_many(self, texts, batch_size=QUERY_BATCH):
+        """(N, D) L2-normalised features of N sentences, ``batch_size`` per forward pass.
+
+        Each batch is cut after its longest sentence's end-of-text token; the shorter ones are
+        zero-padded after theirs, which the causal text encoder does not see (equal to
+        encoding each alone within float rounding)."""
+        from plugins.data.captions import tokenize_batch
+        from plugins.modeling.clip import trim_token_ids
+
+        texts = [check_query(t) for t in texts]
+        feats = []
+        for start in range(0, len(texts), batch_size):
+            ids = tokenize_batch(texts[start : start + batch_size], self.context_length)
+            feats.append(self.encode_ids(trim_token_ids(ids)))
+        return torch.cat(feats)
+
 
 # --------------------------------------------------------------------------------- the gallery
 class _GalleryImages(torch.utils.data.Dataset):
@@ -224,8 +273,24 @@ class _GalleryImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         from plugins.data.build import load_images
+        from plugins.data.transforms import ImageReadError
 
-        return load_images(self.images[index], self.transform, self.thermal)
+        try:
+            return load_images(self.images[index], self.transform, self.thermal)
+        except ImageReadError as e:
+            # The reader's first line names the file; its advice is for caption datasets.
+            line = str(e).splitlines()[0] if str(e) else repr(e)
+            raise GalleryImageError(
+                line.replace("cannot read image", "cannot read gallery image", 1)
+            ) from e
+
+
+class GalleryImageError(GalleryError):
+    """A gallery image cannot be decoded; ``str(e)`` is ``cannot read gallery image PATH: ...``.
+
+    Raised in a loader worker, it reaches the main process as this class with the worker's
+    traceback appended to the message: ``encode_gallery`` keeps the line naming the file.
+    """
 
 
 class Progress:
@@ -274,23 +339,49 @@ def encode_gallery(model, cfg, items, thermal, batch_size=None, num_workers=None
         for batch in loader:
             feats.append(F.normalize(model.encode_image(batch).float(), dim=1).cpu().numpy())
             progress.update(len(batch["images"]))
-    except ImageReadError as e:
+    except (GalleryImageError, ImageReadError) as e:
         # A worker's error comes back with its traceback appended: keep the line naming the file.
-        lines = [line for line in str(e).splitlines() if line.startswith("cannot read image")]
-        raise GalleryError(lines[0] if lines else one_line(e)) from e
+        match = re.search(r"cannot read (?:gallery )?image .*", str(e))
+        line = match.group(0) if match else one_line(e)
+        line = line.replace("cannot read image", "cannot read gallery image", 1).rstrip(". ")
+        raise GalleryError(
+            f"{line}: replace that file with a readable image, or move it out of the gallery, "
+            "and build the index again."
+        ) from e
     return np.ascontiguousarray(np.concatenate(feats), dtype=np.float32)
 
 
 def read_queries(path):
-    """Non-empty lines of a text file of query sentences."""
+    """Non-empty lines of a UTF-8 text file of query sentences."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
+        with open(path, "rb") as f:
+            # Decoded whole, so that the offset of a bad byte is the file's, not a chunk's.
+            lines = [line.strip() for line in f.read().decode("utf-8").splitlines()]
+        lines = [line for line in lines if line]
+    except UnicodeDecodeError as e:
+        raise SearchError(
+            f"--recall-queries {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+            f"offset {e.start}): save it as UTF-8, one sentence per line."
+        ) from e
     except OSError as e:
-        raise SearchError(f"--recall-queries {path}: {one_line(e)}") from e
+        raise SearchError(
+            f"--recall-queries {path}: {e.strerror or one_line(e)}: pass a text file of "
+            "sentences, one per line."
+        ) from e
     if not lines:
         raise SearchError(f"--recall-queries {path} holds no sentences (one per line).")
     return lines
+
+
+def check_loader_sizes(batch_size, num_workers):
+    """Refuse a batch size below 1 and a negative worker count, with the flag to fix."""
+    if batch_size is not None and int(batch_size) < 1:
+        raise SearchError(f"--batch-size {batch_size}: pass 1 or more images per batch.")
+    if num_workers is not None and int(num_workers) < 0:
+        raise SearchError(
+            f"--num-workers {num_workers}: pass 0 (read images in this process) or a number "
+            "of image-reading processes."
+        )
 
 
 class OnnxImageEncoder:
@@ -298,13 +389,22 @@ class OnnxImageEncoder:
     ``encode_gallery``: the exported image encoder run by onnxruntime."""
 
     def __init__(self, onnx_dir, weights_sha256):
-        from .onnx_encoders import OnnxEncoders
+        from .onnx_encoders import MANIFEST_FILE, OnnxEncoders
 
         try:
-            self.encoders = OnnxEncoders(onnx_dir)
+            # onnx.json must be there and name every file's sha256: the files are checked
+            # against it before onnxruntime reads them.
+            self.encoders = OnnxEncoders(onnx_dir, require_manifest=True)
         except (OSError, ValueError) as e:
             raise SearchError(f"--onnx {onnx_dir}: {one_line(e)}") from e
-        exported = self.encoders.manifest.get("weights_sha256")
+        manifest = self.encoders.manifest
+        if manifest.get("passed") is not True:
+            raise SearchError(
+                f"--onnx {onnx_dir} failed its own comparison with torch when it was exported "
+                f"({MANIFEST_FILE} says passed: {json_value(manifest.get('passed'))}): export "
+                "again with tools/export_onnx.py until it passes, or leave out --onnx."
+            )
+        exported = manifest.get("weights_sha256")
         if exported != weights_sha256:
             raise SearchError(
                 f"--onnx {onnx_dir} was exported from other weights than MODEL.WEIGHTS: export "
@@ -314,6 +414,16 @@ class OnnxImageEncoder:
     def encode_image(self, batch):
         given = {name: batch.get(name) for name in self.encoders.image_inputs}
         return torch.from_numpy(self.encoders.encode_images(**given))
+
+
+def json_value(value):
+    """``value`` as JSON writes it (``false``, ``null``), for messages about JSON files."""
+    return json.dumps(value)
+
+
+def inside(path, folder):
+    """Whether ``path`` is ``folder`` or below it (both real paths)."""
+    return os.path.commonpath([path, folder]) == folder
 
 
 def build_index(
@@ -346,10 +456,14 @@ def build_index(
     kind = approx or "exact"
     if kind not in KINDS:
         raise SearchError(f"--approx {approx!r}: expected ivf or hnsw (or nothing for exact).")
-    if not out:
-        raise SearchError("no output folder: pass --out DIR.")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise SearchError(f"--out {out} is a file: pass a folder for the index.")
+    # Everything that can be refused without the model is refused before it is loaded.
+    out_real = check_output_folder(out, "--out", is_index_entry)
+    check_loader_sizes(batch_size, num_workers)
+    sentences = read_queries(recall_queries) if recall_queries else None
+    if sentences and kind == "exact":
+        echo(
+            f"--recall-queries {recall_queries} is not used: an exact index needs no recall check."
+        )
     raw = base_config(config_file, opts, extra_imports)
     if not raw.MODEL.WEIGHTS:
         raise SearchError(
@@ -358,7 +472,9 @@ def build_index(
         )
     weights = os.path.abspath(raw.MODEL.WEIGHTS)
     cfg = evaluation_config(raw, weights)
-    items = list_gallery(gallery, cfg)
+    items = list_gallery(gallery, cfg, exclude=(out_real,))
+    if not gallery.startswith(DATASET_PREFIX) and inside(out_real, os.path.realpath(gallery)):
+        echo(f"the index folder {out} is inside the gallery {gallery}: it is not indexed.")
     if not os.path.isfile(weights):
         raise SearchError(f"MODEL.WEIGHTS {weights}: no such file.")
     weights_sha256 = sha256_file(weights)
@@ -381,19 +497,7 @@ def build_index(
         # A unimodal baseline on an RGBT dataset: its own evaluation reads the RGB images only.
         items = [item._replace(t_path="") for item in items]
         echo(f"{what} reads RGB images only: the thermal images of {gallery} are not used.")
-    echo(f"encoding {len(items)} gallery {'pairs' if thermal else 'images'} with {what}")
-    image_encoder = model
-    if onnx:
-        image_encoder = OnnxImageEncoder(onnx, weights_sha256)
-        echo(f"gallery encoded by onnxruntime from {onnx}")
-    feats = encode_gallery(image_encoder, cfg, items, thermal, batch_size, num_workers)
-    encoder = QueryEncoder(model, cfg.INPUT.TEXT.CONTEXT_LENGTH)
-    query_dim = encoder("a person").shape[1]
-    if query_dim != feats.shape[1]:
-        raise SearchError(
-            f"{what} gives {query_dim}-d text features but {feats.shape[1]}-d image features: "
-            "its encode_text and encode_image cannot be compared."
-        )
+    image_encoder = OnnxImageEncoder(onnx, weights_sha256) if onnx else model
     identity = {
         "config": cfg.dump(),
         "config_file": os.path.abspath(config_file) if config_file else "",
@@ -405,28 +509,55 @@ def build_index(
         "extra_imports": list(extra_imports),
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    index = SearchIndex.build(feats, items, identity, kind)
-    if kind != "exact":
-        if recall_queries:
-            sentences = read_queries(recall_queries)
-            queries = torch.cat([encoder(s) for s in sentences]).cpu().numpy()
-            source = f"{len(sentences)} queries from {recall_queries}"
-        else:
-            queries = None
-            source = (
-                f"{min(len(items), 200)} held-out queries: random gallery features perturbed by "
-                f"noise of norm {RECALL_NOISE}"
-            )
-        recall = index.recall(feats, queries)
-        index.identity["recall"] = {"k": RECALL_K, "value": recall, "queries": source}
-        params = ", ".join(f"{k} {v}" for k, v in index.identity["params"].items())
-        echo(
-            f"recall@{min(RECALL_K, len(items))} of the {kind} index ({params}) against exact "
-            f"search: {recall:.4f} over {source}"
-        )
-    index.save(out)
+    created = not os.path.exists(out_real)
+    try:
+        # One build at a time per folder; the files are written into a staging folder that
+        # replaces the index folder whole at the end (SearchIndex.save).
+        with FolderLock(out_real, "--out"):
+            remove_stale_staging(out_real)
+            echo(f"encoding {len(items)} gallery {'pairs' if thermal else 'images'} with {what}")
+            if onnx:
+                echo(f"gallery encoded by onnxruntime from {onnx}")
+            feats = encode_gallery(image_encoder, cfg, items, thermal, batch_size, num_workers)
+            encoder = QueryEncoder(model, cfg.INPUT.TEXT.CONTEXT_LENGTH)
+            query_dim = encoder("a person").shape[1]
+            if query_dim != feats.shape[1]:
+                raise SearchError(
+                    f"{what} gives {query_dim}-d text features but {feats.shape[1]}-d image "
+                    "features: its encode_text and encode_image cannot be compared."
+                )
+            index = SearchIndex.build(feats, items, identity, kind)
+            if kind != "exact":
+                queries = encoder.encode_many(sentences).cpu().numpy() if sentences else None
+                measure_recall(index, feats, queries, recall_queries, echo)
+            index.save(out_real)
+    except BaseException:
+        # A folder this build created and did not fill is not left behind.
+        if created and os.path.isdir(out_real) and set(os.listdir(out_real)) <= {".lock"}:
+            shutil.rmtree(out_real, ignore_errors=True)
+        raise
     echo(f"wrote an {kind} index of {len(items)} items ({feats.shape[1]}-d) to {out}")
     return index
+
+
+def measure_recall(index, feats, queries, recall_queries, echo):
+    """Record and print an approximate index's recall@10 against exact search over ``feats``
+    (N, D), on ``queries`` (Q, D) encoded from ``recall_queries`` or, when None, perturbed
+    gallery features."""
+    if queries is not None:
+        source = f"{len(queries)} queries from {recall_queries}"
+    else:
+        source = (
+            f"{min(len(feats), 200)} held-out queries: random gallery features perturbed by "
+            f"noise of norm {RECALL_NOISE}"
+        )
+    recall = index.recall(feats, queries)
+    index.identity["recall"] = {"k": RECALL_K, "value": recall, "queries": source}
+    params = ", ".join(f"{k} {v}" for k, v in index.identity["params"].items())
+    echo(
+        f"recall@{min(RECALL_K, len(feats))} of the {index.kind} index ({params}) against exact "
+        f"search: {recall:.4f} over {source}"
+    )
 
 
 # --------------------------------------------------------------------------------- searching
@@ -486,11 +617,42 @@ class TextSearcher:
             list[dict]: ``rank`` (from 1), ``score`` (cosine similarity), ``name``, ``path``,
             ``t_path``, ``pid`` (-1 without identities), ``index`` (the item's row).
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise SearchError(f"top-k must be a positive integer, got {top_k!r}.")
+        check_top_k(top_k)
         scores, indices = self.index.search(normalise(self.encode_query(text)), int(top_k))
+        return self._ranked(scores[0], indices[0])
+
+    def search_batch(self, texts, top_k=10) -> list[list[dict]]:
+        """``search`` of several sentences at once: one text-encoder pass per ``QUERY_BATCH``
+        sentences and one index search per distinct k. The results equal ``search``'s one by
+        one (the features within float rounding).
+
+        Args:
+            texts (Sequence[str]): the sentences.
+            top_k (int | Sequence[int]): one k for all, or one per sentence.
+        Returns:
+            list[list[dict]]: each sentence's ``search`` result, in order.
+        """
+        texts = list(texts)
+        ks = list(top_k) if isinstance(top_k, list | tuple) else [top_k] * len(texts)
+        if len(ks) != len(texts):
+            raise ValueError(f"{len(texts)} queries but {len(ks)} top-k values")
+        for k in ks:
+            check_top_k(k)
+        if not texts:
+            return []
+        feats = normalise(self.encoder.encode_many(texts).cpu())
+        results = [None] * len(texts)
+        for k in sorted(set(ks)):
+            rows = [i for i, kk in enumerate(ks) if kk == k]
+            scores, indices = self.index.search(feats[rows], int(k))
+            for j, i in enumerate(rows):
+                results[i] = self._ranked(scores[j], indices[j])
+        return results
+
+    def _ranked(self, scores, indices):
+        """Result dicts of one query's (k,) scores and rows."""
         results = []
-        for score, row in zip(scores[0], indices[0]):
+        for score, row in zip(scores, indices):
             if row < 0:  # an approximate index found fewer than top_k items
                 continue
             item = self.items[row]
@@ -506,3 +668,9 @@ class TextSearcher:
                 }
             )
         return results
+
+
+def check_top_k(top_k):
+    """Refuse a top-k that is not a positive integer."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+        raise SearchError(f"top-k must be a positive integer, got {top_k!r}.")

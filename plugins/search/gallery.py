@@ -2,7 +2,8 @@
 
 Three kinds of gallery are understood:
 
-- a folder of images, searched recursively (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, any case);
+- a folder of images, searched recursively (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, any case),
+  following symbolic links but visiting each real folder and listing each real file once;
 - a folder holding ``RGB/`` and ``T/`` (or ``TGray/``) with the same relative file names: one
   RGB + thermal pair per RGB file (RGBT-PEDES' own layout);
 - ``dataset:NAME[:split]``: the gallery images of a registered caption dataset's ``test``
@@ -51,17 +52,69 @@ def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def find_images(folder):
-    """Relative paths (``/``-separated, sorted) of every image below ``folder``, recursively."""
-    found = []
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs.sort()
-        rel_dir = os.path.relpath(directory, folder)
-        for name in files:
-            if is_image_file(name) and not name.startswith("."):
-                rel = name if rel_dir == "." else os.path.join(rel_dir, name)
-                found.append(rel.replace(os.sep, "/"))
-    return sorted(found)
+def is_index_folder(path):
+    """Whether ``path`` holds a search index (``tools/build_index.py`` writes these two)."""
+    return all(os.path.isfile(os.path.join(path, n)) for n in ("identity.json", "index.faiss"))
+
+
+def find_images(folder, exclude=()):
+    """Relative paths (``/``-separated, sorted) of every image below ``folder``, recursively.
+
+    Symbolic links are followed, but each real folder is visited once (its device and inode
+    are remembered: a link to a folder above, ``ln -s ../ loop``, ends the descent instead of
+    repeating the folder 40 times) and each real file is listed once, under the first of its
+    names in sorted order (a file reached through two links is one gallery item). Hidden files
+    and folders (``.name``), search index folders and the folders in ``exclude`` (real paths)
+    are skipped: an index written inside its own gallery is never indexed with it.
+    """
+    excluded = {os.path.realpath(p) for p in exclude}
+    visited, found = set(), []
+
+    def walk(directory, rel_dir):
+        try:
+            info = os.stat(directory)
+        except OSError:
+            return
+        key = (info.st_dev, info.st_ino)
+        if key in visited:
+            return
+        visited.add(key)
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = entry.name if not rel_dir else f"{rel_dir}/{entry.name}"
+            try:
+                is_dir = entry.is_dir()  # follows symbolic links
+            except OSError:
+                continue
+            if is_dir:
+                subdirs.append((entry.path, rel))
+            elif is_image_file(entry.name):
+                try:
+                    if entry.is_file():
+                        found.append((rel, entry.path))
+                except OSError:
+                    continue
+        for path, rel in subdirs:
+            real = os.path.realpath(path)
+            if real in excluded or is_index_folder(real):
+                continue
+            walk(path, rel)
+
+    walk(folder, "")
+    listed, seen = [], set()
+    for rel, path in sorted(found):
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            listed.append(rel)
+    return listed
 
 
 def thermal_folder(folder):
@@ -74,8 +127,9 @@ def thermal_folder(folder):
     return None
 
 
-def list_folder(folder):
-    """Items of an image folder, or of a pair folder (``RGB/`` + ``T/`` or ``TGray/``)."""
+def list_folder(folder, exclude=()):
+    """Items of an image folder, or of a pair folder (``RGB/`` + ``T/`` or ``TGray/``);
+    ``exclude``: folders below it that are not searched (``find_images``)."""
     folder = os.path.abspath(folder)
     if not os.path.isdir(folder):
         raise GalleryError(
@@ -84,7 +138,7 @@ def list_folder(folder):
         )
     t_root = thermal_folder(folder)
     if t_root is None:
-        names = find_images(folder)
+        names = find_images(folder, exclude)
         if not names:
             raise GalleryError(
                 f"gallery folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}, "
@@ -92,7 +146,7 @@ def list_folder(folder):
             )
         return [GalleryItem(os.path.join(folder, n), "", -1, n) for n in names]
     rgb_root = os.path.join(folder, "RGB")
-    names = find_images(rgb_root)
+    names = find_images(rgb_root, exclude)
     if not names:
         raise GalleryError(
             f"gallery folder {folder} is a pair folder (it holds RGB/ and "
@@ -180,13 +234,15 @@ def list_dataset(gallery, cfg=None):
     return items
 
 
-def list_gallery(gallery: str, cfg=None) -> list[GalleryItem]:
+def list_gallery(gallery: str, cfg=None, exclude=()) -> list[GalleryItem]:
     """The items of a gallery, in a fixed order.
 
-    ``gallery`` is a folder of images (searched recursively; .jpg/.jpeg/.png/.bmp), a folder
-    holding RGB/ and T/ (or TGray/) with the same file names (pairs), or ``dataset:NAME[:split]``
-    (a registered caption dataset's test (default) or val split gallery images, pids kept).
-    Raises GalleryError (a ValueError) with one line for a missing / empty folder.
+    ``gallery`` is a folder of images (searched recursively, each real folder and file once, see
+    ``find_images``; .jpg/.jpeg/.png/.bmp), a folder holding RGB/ and T/ (or TGray/) with the
+    same file names (pairs), or ``dataset:NAME[:split]`` (a registered caption dataset's test
+    (default) or val split gallery images, pids kept). ``exclude``: folders inside a gallery
+    folder that are not searched (the index being written). Raises GalleryError (a ValueError)
+    with one line for a missing / empty folder.
     """
     if not gallery or not str(gallery).strip():
         raise GalleryError(
@@ -196,4 +252,4 @@ def list_gallery(gallery: str, cfg=None) -> list[GalleryItem]:
     gallery = str(gallery)
     if gallery.startswith(DATASET_PREFIX):
         return list_dataset(gallery, cfg)
-    return list_folder(gallery)
+    return list_folder(gallery, exclude)

@@ -6,24 +6,37 @@ An index folder holds three files:
   cosine similarity): ``IndexFlatIP`` (exact), ``IndexIVFFlat`` or ``IndexHNSWFlat``;
 - ``items.json``: one ``GalleryItem`` per index row, in row order;
 - ``identity.json``: the model that encoded the gallery (config dump, weights path and sha256,
-  feature dimension) and how the index was built. It is written last, so a folder whose build
-  was interrupted has none and is refused.
+  feature dimension) and how the index was built.
+
+The three files are one build's: ``identity.json`` and ``items.json`` carry the same
+``build_id`` and ``identity.json`` the sha256 of ``index.faiss``; a folder whose files come from
+different builds is refused. They are written into a hidden sibling folder that then replaces
+the index folder whole (``plugins.search.folders``), so an interrupted build leaves the previous
+index as it was.
 """
 
+import hashlib
 import json
 import math
 import os
+import re
+import uuid
 
 import faiss
 import numpy as np
 import torch
 
+from .folders import check_output_folder, staged_folder
 from .gallery import GalleryItem, SearchError, one_line
 
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.json"
 IDENTITY_FILE = "identity.json"
 INDEX_FILES = (INDEX_FILE, ITEMS_FILE, IDENTITY_FILE)
+# Written into an index folder besides its files: the search tool's ranked-list picture.
+PICTURE_FILE = "last_query.png"
+# What earlier versions left behind when a write was interrupted.
+_OLD_TEMPORARY = re.compile(r"^\.(index\.faiss|items\.json|identity\.json)\.\d+\.tmp$")
 KINDS = ("exact", "ivf", "hnsw")
 # HNSW: links per node, and the candidate-list sizes while building and searching (larger is
 # slower and more accurate; efSearch must be at least k).
@@ -35,6 +48,11 @@ RECALL_QUERIES = 200
 # Norm of the noise added to sampled gallery features to make held-out recall queries: small
 # enough that the source item stays the nearest, large enough that the query is no copy of it.
 RECALL_NOISE = 0.1
+
+
+def is_index_entry(name):
+    """Whether ``name`` is a file the search tools write into an index folder."""
+    return name in INDEX_FILES or name == PICTURE_FILE or bool(_OLD_TEMPORARY.match(name))
 
 
 class IndexError_(SearchError):  # noqa: N801  (IndexError is Python's)
@@ -163,17 +181,21 @@ class SearchIndex:
 
     # ------------------------------------------------------------------ files
     def save(self, index_dir):
-        """Write the three files to ``index_dir`` (created); identity.json goes last."""
-        os.makedirs(index_dir, exist_ok=True)
-        # A previous index in the folder stops being valid as soon as its files change.
-        identity_path = os.path.join(index_dir, IDENTITY_FILE)
-        if os.path.exists(identity_path):
-            os.remove(identity_path)
-        tmp = os.path.join(index_dir, f".{INDEX_FILE}.{os.getpid()}.tmp")
-        faiss.write_index(faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index, tmp)
-        os.replace(tmp, os.path.join(index_dir, INDEX_FILE))
-        _write_json(os.path.join(index_dir, ITEMS_FILE), [item._asdict() for item in self.items])
-        _write_json(identity_path, self.identity)
+        """Write the three files, with a new ``build_id``, into a staging folder that then
+        replaces ``index_dir`` whole (created when missing)."""
+        check_output_folder(index_dir, "index folder", is_index_entry)
+        build_id = uuid.uuid4().hex
+        with staged_folder(index_dir) as staging:
+            path = os.path.join(staging, INDEX_FILE)
+            faiss.write_index(
+                faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index, path
+            )
+            _write_json(
+                os.path.join(staging, ITEMS_FILE),
+                {"build_id": build_id, "items": [item._asdict() for item in self.items]},
+            )
+            self.identity.update(build_id=build_id, index_sha256=_sha256(path))
+            _write_json(os.path.join(staging, IDENTITY_FILE), self.identity)
 
     @classmethod
     def load(cls, index_dir: str) -> "SearchIndex":
@@ -194,7 +216,10 @@ class SearchIndex:
                     f"{os.path.join(index_dir, IDENTITY_FILE)} has no '{key}' entry: rebuild the "
                     "index with tools/build_index.py."
                 )
-        raw_items = _read_json(os.path.join(index_dir, ITEMS_FILE), list)
+        raw_items = _read_json(os.path.join(index_dir, ITEMS_FILE), (dict, list))
+        _check_one_build(index_dir, identity, raw_items)
+        if isinstance(raw_items, dict):
+            raw_items = raw_items.get("items")
         try:
             items = [GalleryItem(**entry) for entry in raw_items]
         except TypeError as e:
@@ -301,11 +326,41 @@ class SearchIndex:
         return True
 
 
+def _check_one_build(index_dir, identity, raw_items):
+    """Refuse an index folder whose three files are not one build's (see the module's doc).
+
+    Indexes written before build ids existed carry none in either JSON file and are read as
+    before; a file with an id beside one without is a mixed set.
+    """
+    build_id = identity.get("build_id")
+    items_id = raw_items.get("build_id") if isinstance(raw_items, dict) else None
+    foreign = []
+    if build_id is None and items_id is None:
+        return
+    if items_id != build_id:
+        foreign.append(ITEMS_FILE)
+    expected = identity.get("index_sha256")
+    if build_id is not None and expected != _sha256(os.path.join(index_dir, INDEX_FILE)):
+        foreign.append(INDEX_FILE)
+    if foreign:
+        raise IndexError_(
+            f"index folder {index_dir} mixes files of different builds ({' and '.join(foreign)} "
+            f"not written with its {IDENTITY_FILE}: two builds wrote into it at once, or files "
+            "were copied in from another index): rebuild the index with tools/build_index.py."
+        )
+
+
+def _sha256(path, chunk_size=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _write_json(path, obj):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _read_json(path, kind):
@@ -317,8 +372,9 @@ def _read_json(path, kind):
             f"{path} cannot be read ({one_line(e)}): rebuild the index with tools/build_index.py."
         ) from e
     if not isinstance(value, kind):
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise IndexError_(
-            f"{path} holds a {type(value).__name__}, not a {kind.__name__}: rebuild the index "
+            f"{path} holds a {type(value).__name__}, not a {expected}: rebuild the index "
             "with tools/build_index.py."
         )
     return value

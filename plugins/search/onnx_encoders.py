@@ -12,6 +12,10 @@
   caption can be fed padded to the context length or trimmed to its own tokens. Output
   ``features`` (B, D).
 
+``tools/export_onnx.py`` adds ``onnx.json``, which records the sha256 of every file of the export
+(``export_file_hashes``); ``OnnxEncoders`` checks the files against it before onnxruntime reads
+them, so files of another export (or a truncated copy) beside it are refused.
+
 ``OnnxEncoders`` runs both files with onnxruntime (CUDA when the installed onnxruntime has it,
 otherwise the CPU) and returns numpy features, as the torch model's ``encode_*`` would (not
 L2-normalised). Exporting needs ``onnx`` and ``onnxscript`` besides torch; inference needs
@@ -20,6 +24,7 @@ only ``onnxruntime`` (``pip install 'fastreid-crossmodal[onnx]'``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -42,6 +47,8 @@ __all__ = [
     "TextEncoderExport",
     "compare_with_torch",
     "export_encoders",
+    "export_file_hashes",
+    "is_export_entry",
     "image_input_names",
     "sample_token_ids",
     "trim_token_ids",
@@ -59,6 +66,30 @@ SAMPLE_CAPTIONS = (
     "A girl in a pink dress.",
 )
 _INSTALL_HINT = "pip install 'fastreid-crossmodal[onnx]' (or pip install -r requirements.txt)"
+_EXPORT_AGAIN = "export the model again with tools/export_onnx.py"
+
+
+def is_export_entry(name: str) -> bool:
+    """Whether ``name`` is a file ``tools/export_onnx.py`` writes into its folder: the two
+    graphs, their external weights (``<graph>.data`` and the like) and ``onnx.json``."""
+    return name == MANIFEST_FILE or name.startswith((IMAGE_FILE, TEXT_FILE))
+
+
+def _sha256(path: str, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_file_hashes(onnx_dir: str) -> dict:
+    """``{file name: sha256}`` of every file of an export folder but ``onnx.json``."""
+    return {
+        name: _sha256(os.path.join(onnx_dir, name))
+        for name in sorted(os.listdir(onnx_dir))
+        if is_export_entry(name) and name != MANIFEST_FILE
+    }
 
 
 def image_input_names(model) -> tuple[str, ...]:
@@ -269,11 +300,17 @@ class OnnxEncoders:
 
     Args:
         onnx_dir (str): folder written by ``tools/export_onnx.py`` (``image_encoder.onnx``,
-            ``text_encoder.onnx``, optionally ``onnx.json``).
+            ``text_encoder.onnx``, optionally ``onnx.json``). When ``onnx.json`` records the
+            files' sha256 (``files``), each file must match it.
         device (str): ``"auto"`` (CUDA when the installed onnxruntime provides it, else the
             CPU), ``"cuda"`` or ``"cpu"``.
         threads (int | None): CPU threads per session; None: ``OMP_NUM_THREADS`` when set
             (as torch does), else onnxruntime's choice (every core).
+        require_manifest (bool): refuse a folder without ``onnx.json`` or whose ``onnx.json``
+            records no file hashes (what ``build_index --onnx`` asks for).
+    Raises:
+        FileNotFoundError: a graph (or, with ``require_manifest``, ``onnx.json``) is missing.
+        ValueError: one line: a file differs from ``onnx.json``, or cannot be loaded.
 
     Attributes:
         image_inputs (tuple): ``("images",)``, ``("images", "t_images")`` or ``("t_images",)``.
@@ -283,7 +320,13 @@ class OnnxEncoders:
         providers (list): the onnxruntime providers in use.
     """
 
-    def __init__(self, onnx_dir: str, device: str = "auto", threads: int | None = None):
+    def __init__(
+        self,
+        onnx_dir: str,
+        device: str = "auto",
+        threads: int | None = None,
+        require_manifest: bool = False,
+    ):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -296,11 +339,7 @@ class OnnxEncoders:
                 f"{', '.join(missing)}: no such file. Pass the folder that tools/export_onnx.py "
                 "--out wrote."
             )
-        manifest_path = os.path.join(onnx_dir, MANIFEST_FILE)
-        self.manifest = {}
-        if os.path.isfile(manifest_path):
-            with open(manifest_path, encoding="utf-8") as f:
-                self.manifest = json.load(f)
+        self.manifest = self._read_manifest(require_manifest)
         options = ort.SessionOptions()
         if threads is None:
             threads = os.environ.get("OMP_NUM_THREADS", "")
@@ -308,8 +347,8 @@ class OnnxEncoders:
         options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3  # warnings about unused CUDA fallbacks are noise here
         self.providers = _providers(device)
-        self._image = ort.InferenceSession(paths[0], options, providers=self.providers)
-        self._text = ort.InferenceSession(paths[1], options, providers=self.providers)
+        self._image = self._session(ort, paths[0], options)
+        self._text = self._session(ort, paths[1], options)
         inputs = self._image.get_inputs()
         self.image_inputs = tuple(i.name for i in inputs)
         height, width = inputs[0].shape[2:]
@@ -321,6 +360,61 @@ class OnnxEncoders:
                 "it was not written by tools/export_onnx.py; export the model again with it."
             )
         self.context_length = int(json.loads(meta["context_length"]))
+
+    def _read_manifest(self, required: bool) -> dict:
+        """``onnx.json`` ({} when absent and not ``required``), every file checked against the
+        sha256 it records."""
+        path = os.path.join(self.onnx_dir, MANIFEST_FILE)
+        if not os.path.isfile(path):
+            if required:
+                raise FileNotFoundError(
+                    f"{path}: no such file, so nothing says which model the .onnx files beside "
+                    f"it come from or that they passed their check (an export that did not "
+                    f"finish, or files copied without it): {_EXPORT_AGAIN}."
+                )
+            return {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                manifest = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} cannot be read ({e}): {_EXPORT_AGAIN}.") from e
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{path} is not a JSON object: {_EXPORT_AGAIN}.")
+        files = manifest.get("files")
+        if files is None:
+            if required:
+                raise ValueError(
+                    f"{path} records no sha256 of the .onnx files (an export by an earlier "
+                    f"tools/export_onnx.py), so they cannot be checked: {_EXPORT_AGAIN}."
+                )
+            return manifest
+        for name in (IMAGE_FILE, TEXT_FILE):
+            if name not in files:
+                raise ValueError(f"{path} records no sha256 of {name}: {_EXPORT_AGAIN}.")
+        for name, expected in sorted(files.items()):
+            file = os.path.join(self.onnx_dir, name)
+            if not os.path.isfile(file):
+                raise FileNotFoundError(
+                    f"{file}: no such file, but {path} lists it: {_EXPORT_AGAIN}."
+                )
+            if _sha256(file) != expected:
+                raise ValueError(
+                    f"{file} is not the file {MANIFEST_FILE} records (its sha256 differs: "
+                    f"changed, truncated, or copied in from another export): {_EXPORT_AGAIN}."
+                )
+        return manifest
+
+    def _session(self, ort, path, options):
+        try:
+            return ort.InferenceSession(path, options, providers=self.providers)
+        except Exception as e:  # onnxruntime's own exception classes derive from Exception
+            if not type(e).__module__.startswith("onnxruntime"):
+                raise
+            detail = " ".join(str(e).split())[:200]
+            raise ValueError(
+                f"{path} cannot be loaded by onnxruntime ({detail}): the file is truncated or "
+                f"not an ONNX export; {_EXPORT_AGAIN}."
+            ) from e
 
     @property
     def embed_dim(self) -> int:

@@ -59,9 +59,19 @@ def add_corl_config(cfg):
     _C.MODEL.CORL.ALIGN_WEIGHT = 1.0  # weight of L_align^s2 in Eq. 10 (a plain sum)
     # Temperature of the instance-to-prototype relations r^v, r^t in Eq. 7 (not given).
     _C.MODEL.CORL.CRCL_TAU = 0.02
+    # Features the textual prototypes p_t of Eq. 7 are the identity means of: "real" (the
+    # captions' text features t; Sec. 3.2 clusters "the image and text features") or "virtual"
+    # (the virtual-text features t_hat). r^t relates t_hat to p_t either way.
+    _C.MODEL.CORL.CRCL_TEXT = "real"
+    # Encoders VES reads in stage 2 and at inference: "shared" (the fine-tuned image feature v,
+    # decoded by the fine-tuned text encoder, without gradient; no extra parameters, as Table 5's
+    # 155.66M) or "frozen" (copies of both CLIP encoders taken at the start of stage 2, never
+    # trained: a second image pass, as Table 5's FLOPs suggest). projects/corl/README.md.
+    _C.MODEL.CORL.VES_ENCODERS = "shared"
     _C.MODEL.CORL.CRCL_WEIGHT = 1.0  # weight of L_CRCL in Eq. 10 (a plain sum)
     # Stage-2 learning rates: the Adapter at 5e-5 = 5 x BASE_LR 1e-5 (Sec. 4.1).
     _C.MODEL.CORL.ADAPTER_LR_FACTOR = 5.0
-    # Stage 2's linear warm-up in epochs (Sec. 4.1); replaces SOLVER.WARMUP_ITERS there.
+    # Stage 2's linear warm-up in epochs (Sec. 4.1); replaces SOLVER.WARMUP_EPOCHS there
+    # (SOLVER.WARMUP_ITERS with SOLVER.SCHED_UNIT iteration).
     _C.MODEL.CORL.WARMUP_EPOCHS = 5.0
     return cfg

@@ -188,20 +188,27 @@ def _prototypes(feats: torch.Tensor, inverse: torch.Tensor, count: int) -> torch
     return F.normalize(sums, dim=1)
 
 
-def _log_relations(feats, slot, used, tau):
+def _log_relations(feats, slot, used, tau, proto_feats=None):
     """log r_i (B, B): log-softmax over the used prototype slots; 0 at the unused ones, where
-    the relation is 0 and so is every KL term."""
-    logits = feats @ _prototypes(feats, slot, len(slot)).t() / tau
+    the relation is 0 and so is every KL term. Prototypes of ``proto_feats`` (default
+    ``feats``)."""
+    protos = _prototypes(feats if proto_feats is None else proto_feats, slot, len(slot))
+    logits = feats @ protos.t() / tau
     return F.log_softmax(logits.masked_fill(~used, float("-inf")), dim=1).masked_fill(~used, 0.0)
 
 
 def crcl_loss(
-    image_feats: torch.Tensor, virtual_feats: torch.Tensor, pids: torch.Tensor, tau: float = 0.02
+    image_feats: torch.Tensor,
+    virtual_feats: torch.Tensor,
+    pids: torch.Tensor,
+    tau: float = 0.02,
+    text_feats: torch.Tensor = None,
 ) -> torch.Tensor:
     """Cross-modal relation consistency loss L_CRCL (Eq. 7).
 
     Per batch, visual prototypes p_v (mean image feature of each identity) and textual
-    prototypes p_t (mean virtual-text feature); ``r_i^v = softmax_k(cos(v_i, p_v,k) / tau)``,
+    prototypes p_t (mean text feature t of each identity, or mean virtual-text feature when
+    ``text_feats`` is None); ``r_i^v = softmax_k(cos(v_i, p_v,k) / tau)``,
     ``r_i^t = softmax_k(cos(t_hat_i, p_t,k) / tau)``; returns
     ``(1 / 2B) sum_i [KL(r_i^t || r_i^v) + KL(r_i^v || r_i^t)]``. Gradients reach both branches
     and the prototypes (mutual distillation).
@@ -211,18 +218,21 @@ def crcl_loss(
         virtual_feats (Tensor): (B, D) t_hat (normalised inside).
         pids (Tensor): (B,) identities.
         tau (float): relation temperature.
+        text_feats (Tensor | None): (B, D) t, the captions' features p_t is made of
+            (normalised inside); None: p_t from t_hat.
     Returns:
         Tensor: ()
     """
     v = F.normalize(image_feats, dim=1)
     t = F.normalize(virtual_feats, dim=1)
+    text = None if text_feats is None else F.normalize(text_feats, dim=1)
     # One prototype slot per batch position, used by the identity's first sample: the number of
     # identities is never read on the host (torch.unique would stall a CUDA step).
     pids = pids.to(v.device, non_blocking=True)
     slot = (pids[:, None] == pids[None, :]).float().argmax(dim=1)  # first same-pid position
     used = slot == torch.arange(len(pids), device=v.device)
     log_rv = _log_relations(v, slot, used, tau)
-    log_rt = _log_relations(t, slot, used, tau)
+    log_rt = _log_relations(t, slot, used, tau, text)
     kl_tv = (log_rt.exp() * (log_rt - log_rv)).sum(dim=1)
     kl_vt = (log_rv.exp() * (log_rv - log_rt)).sum(dim=1)
     return (kl_tv + kl_vt).sum() / (2 * v.shape[0])

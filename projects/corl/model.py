@@ -1,6 +1,7 @@
 """CoRL meta-architecture (Yan et al., Cross-modal Collaborative Representation Learning for
 Text-to-Image Person Retrieval, IJCAI'25)."""
 
+import copy
 import hashlib
 import json
 import os
@@ -8,6 +9,7 @@ import os
 import torch
 import torch.nn.functional as F
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from plugins.data.build import load_images
@@ -31,6 +33,8 @@ from .losses import (
 from .ves import Adapter, VirtualTextSynthesizer
 
 MATCHING = ("ibm", "ibm_star", "sdm")
+CRCL_TEXT = ("real", "virtual")
+VES_ENCODERS = ("shared", "frozen")
 VES_STAGE, COLLABORATION_STAGE = "stage1", "stage2"
 
 
@@ -60,6 +64,12 @@ class CoRL(RetrievalModel):
 
     The VES FC layer and the Adapter are used at inference; only the classifier is training-only.
     With ``MODEL.CORL.VES_BRANCH`` False there is no branch and no stage 1 (Table 2 rows 0#, 1#).
+
+    ``MODEL.CORL.VES_ENCODERS``: "shared" runs VES on the model's own (fine-tuned) image feature
+    and text encoder; "frozen" on copies of both encoders (``ves_encoders.image`` / ``.text``)
+    that follow the encoders through stage 1, are taken once when stage 2 starts (the
+    ``ves_encoders_taken`` flag, saved with the weights, keeps a resumed stage 2 from taking
+    them again) and never train; inference then runs the image through both image encoders.
     """
 
     training_only_prefixes = ("classifier.",)
@@ -75,6 +85,12 @@ class CoRL(RetrievalModel):
             )
         if cfg.MODEL.RETRIEVAL.FUSION != "rgb":
             raise ValueError("CoRL is text-to-image: MODEL.RETRIEVAL.FUSION must be 'rgb'")
+        if c.CRCL_TEXT not in CRCL_TEXT:
+            raise ValueError(f"MODEL.CORL.CRCL_TEXT={c.CRCL_TEXT!r}; expected one of {CRCL_TEXT}")
+        if c.VES_ENCODERS not in VES_ENCODERS:
+            raise ValueError(
+                f"MODEL.CORL.VES_ENCODERS={c.VES_ENCODERS!r}; expected one of {VES_ENCODERS}"
+            )
         self.matching = c.MATCHING
         # Eq. 9's bounds, each under its own key: MODEL.CORL.ALPHA, BETA, TAU_SP, TAU_WP, TAU_N.
         self.bounds = {name: c[name.upper()] for name in IBM_BOUNDS}
@@ -86,12 +102,24 @@ class CoRL(RetrievalModel):
         self.s1_weights = {"nce": v.NCE_WEIGHT, "mse": v.MSE_WEIGHT, "cor": v.COR_WEIGHT}
         self.lambda1, self.align_tau, self.align_weight = c.LAMBDA1, c.ALIGN_TAU, c.ALIGN_WEIGHT
         self.crcl_tau, self.crcl_weight = c.CRCL_TAU, c.CRCL_WEIGHT
+        self.crcl_real_text = c.CRCL_TEXT == "real"
         self.stage = COLLABORATION_STAGE
+        self.frozen_ves = self.use_ves and c.VES_ENCODERS == "frozen"
         if self.use_ves:
             self.ves = VirtualTextSynthesizer(
                 self.embed_dim, self.text_encoder.width, v.NUM_TOKENS, v.PROMPT
             )
             self.adapter = Adapter(self.text_encoder.embed_dim, c.ADAPTER_DIM)
+        if self.frozen_ves:
+            self.ves_encoders = nn.ModuleDict(
+                {
+                    "image": copy.deepcopy(self.image_encoder),
+                    "text": copy.deepcopy(self.text_encoder),
+                }
+            )
+            self.ves_encoders.requires_grad_(False)
+            self.ves_encoders.eval()
+            self.register_buffer("ves_encoders_taken", torch.tensor(False))
 
     # ------------------------------------------------------------------ stages
     @classmethod
@@ -115,9 +143,10 @@ class CoRL(RetrievalModel):
             warmup_epochs=v.WARMUP_EPOCHS,
             train_data="features",
         )
+        frozen_encoders = ("ves_encoders.",) if c.VES_ENCODERS == "frozen" else ()
         collaboration = Stage(
             COLLABORATION_STAGE,
-            frozen=("ves.",),
+            frozen=("ves.", *frozen_encoders),
             lr_factors={"adapter.": c.ADAPTER_LR_FACTOR},
             warmup_epochs=c.WARMUP_EPOCHS,
         )
@@ -127,6 +156,26 @@ class CoRL(RetrievalModel):
         if stage.name not in (VES_STAGE, COLLABORATION_STAGE):
             raise ValueError(f"CoRL has no stage {stage.name!r}")
         self.stage = stage.name
+        if not self.frozen_ves:
+            return
+        # Stage 1 trains neither encoder, so VES reads what the copies hold; stage 2 takes them
+        # once, from the encoders stage 1 ended with (a resumed stage 2 keeps its saved copies).
+        if stage.name == VES_STAGE or not bool(self.ves_encoders_taken):
+            self.take_ves_encoders(final=stage.name == COLLABORATION_STAGE)
+
+    @torch.no_grad()
+    def take_ves_encoders(self, final=True):
+        """Copy the image and text encoders' weights into VES's frozen encoders; ``final``
+        marks the copies as taken for good (the start of stage 2)."""
+        self.ves_encoders["image"].load_state_dict(self.image_encoder.state_dict())
+        self.ves_encoders["text"].load_state_dict(self.text_encoder.state_dict())
+        self.ves_encoders_taken.fill_(final)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen_ves:
+            self.ves_encoders.eval()  # never trained: no dropout, as at inference
+        return self
 
     def stage_train_set(self, stage, cfg, image_set):
         """Stage 1's training set: z_v of every training image and z_t of every caption,
@@ -197,9 +246,22 @@ class CoRL(RetrievalModel):
         take their lr from the stage (stage 1's BASE_LR, ``MODEL.CORL.ADAPTER_LR_FACTOR``)."""
         return {"cross": (), "head": ("classifier.",)}
 
-    def virtual_text(self, image_feats):
-        """Virtual-text feature t_hat = g(VES(v)) (B, D) from image features (B, D)."""
-        return self.adapter(self.ves(image_feats, self.text_encoder))
+    def ves_text_encoder(self):
+        """The text encoder VES decodes through (``MODEL.CORL.VES_ENCODERS``)."""
+        return self.ves_encoders["text"] if self.frozen_ves else self.text_encoder
+
+    def ves_image_embeds(self, batch, image_feats):
+        """z_v VES reads (B, D), without gradient: the model's image features ``image_feats``
+        (B, D) ("shared"), or the frozen image encoder's of ``batch["images"]`` ("frozen")."""
+        with torch.no_grad():
+            if not self.frozen_ves:
+                return image_feats.detach()
+            return self.ves_encoders["image"].forward_tokens(self.normalize(batch["images"]))[:, 0]
+
+    def virtual_text(self, image_embeds):
+        """Virtual-text feature t_hat = g(VES(z_v)) (B, D) from the embeddings z_v (B, D) VES
+        reads (``ves_image_embeds``)."""
+        return self.adapter(self.ves(image_embeds, self.ves_text_encoder()))
 
     @torch.no_grad()
     def encode_image(self, batch):
@@ -207,7 +269,8 @@ class CoRL(RetrievalModel):
         v = self.image_tokens(batch)[2][:, 0]
         if not self.use_ves:
             return v
-        return torch.cat([F.normalize(v, dim=1), F.normalize(self.virtual_text(v), dim=1)], 1)
+        t_hat = self.virtual_text(self.ves_image_embeds(batch, v))
+        return torch.cat([F.normalize(v, dim=1), F.normalize(t_hat, dim=1)], 1)
 
     @torch.no_grad()
     def encode_text(self, ids):
@@ -230,7 +293,7 @@ class CoRL(RetrievalModel):
         z_t = batch["text_embeds"].to(self.device)
         pids = batch["targets"].to(self.device)
         z_v, z_t, pids = gather_batch(z_v, z_t, pids)
-        z_hat = self.ves(z_v, self.text_encoder)
+        z_hat = self.ves(z_v, self.ves_text_encoder())
         w = self.s1_weights
         out = {}
         if w["nce"] > 0:
@@ -256,7 +319,9 @@ class CoRL(RetrievalModel):
         v = self.image_tokens(batch)[2][:, 0]
         text_ids = batch["text_mlm"] if self.masked_text else batch["text"]
         t = self.text_tokens(text_ids)[1]
-        v, t, pids, image_ids = gather_batch(v, t, pids, image_ids)
+        # The frozen encoders' z_v comes from this process's images: gathered with the rest.
+        z_v = self.ves_image_embeds(batch, v) if self.frozen_ves else None
+        v, t, pids, image_ids, z_v = gather_batch(v, t, pids, image_ids, z_v)
         out = {}
         if self.matching == "ibm":
             out["loss_ibm"] = self.ibm_weight * ibm_loss(v, t, pids, image_ids, **self.bounds)
@@ -269,13 +334,18 @@ class CoRL(RetrievalModel):
         if self.use_ves:
             # VES is frozen and L_align^s2 updates only the Adapter (Sec. 3.2): no gradient
             # flows back through the synthesizer into the encoders.
+            if z_v is None:
+                z_v = self.ves_image_embeds(batch, v)
             with torch.no_grad():
-                z_hat = self.ves(v.detach(), self.text_encoder)
+                z_hat = self.ves(z_v, self.ves_text_encoder())
             t_hat = self.adapter(z_hat)
             out["loss_align"] = self.align_weight * align_loss(
                 t_hat, t, self.lambda1, self.align_tau
             )
             if self.use_cmc:
-                out["loss_crcl"] = self.crcl_weight * crcl_loss(v, t_hat, pids, self.crcl_tau)
+                text = t if self.crcl_real_text else None  # p_t of Eq. 7 (MODEL.CORL.CRCL_TEXT)
+                out["loss_crcl"] = self.crcl_weight * crcl_loss(
+                    v, t_hat, pids, self.crcl_tau, text_feats=text
+                )
         put_scalars(batch_t2i_acc=batch_t2i_accuracy(v, t, pids))
         return out

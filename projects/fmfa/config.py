@@ -10,6 +10,8 @@ def add_fmfa_config(cfg):
     IRRA keep their shared keys: L_id is ``MODEL.RETRIEVAL.ID_WEIGHT``, L_irr ``MODEL.IRR.WEIGHT``
     (0 switches either off). The global term's weight (Table 6, L_A-sdm) is
     ``MODEL.RETRIEVAL.SDM_WEIGHT`` and tau_1 of Eq. 1 is 1 / ``MODEL.RETRIEVAL.LOGIT_SCALE``.
+    The caption A-SDM, L_id and EFA see (masked, as the authors' code, or unmasked, as the
+    text) is IRRA's ``MODEL.IRR.GLOBAL_CAPTION``.
     """
     if hasattr(cfg.MODEL, "FMFA"):
         return cfg
@@ -48,11 +50,25 @@ def add_fmfa_config(cfg):
     # Whether the caption's [SOS] and [EOS] tokens are among the text tokens f^t_i of Eq. 5-10
     # (the paper lists them in the token sequence and never drops them).
     _C.MODEL.FMFA.SPECIAL_TOKENS = True
-    # Whether the padding after [EOS] takes part in Eq. 5-10 (the authors' code: all 77 positions).
-    _C.MODEL.FMFA.PADDING_TOKENS = False
+    # Whether every one of the L caption positions takes part in Eq. 5-10, the padding after
+    # [EOS] included (Sec. 4.1 sets L = 77 and Eq. 10 pools over the L positions; the authors'
+    # code uses all 77). L is the text encoder's context length: a batch trimmed to its longest
+    # caption is padded back. False: [SOS] .. [EOS] only; the sum of Eq. 10 then has as many
+    # terms as the caption has tokens, so a longer caption scores higher (up to log of its
+    # length), which lets caption length sway the ranking of Eq. 11.
+    _C.MODEL.FMFA.PADDING_TOKENS = True
     # L2-normalise each row of Hard_S over the batch before Eq. 11 (the authors' code does).
     _C.MODEL.FMFA.NORMALIZE_HARD_SIM = False
     # Keep the positive pair's zero term inside the sum of Eq. 11, i.e. log(1 + sum_neg exp(.))
     # (the authors' code); False: the sum runs over negatives only, as Eq. 11 writes it.
     _C.MODEL.FMFA.KEEP_POSITIVE_TERM = False
+    # Each row's labelled column in A-SDM's weight (Eq. 2): "pair", its own pair (column i), or
+    # "first_of_identity", the batch's first column of its identity (the authors' code:
+    # labels_distribute.argmax(dim=1), model/objectives.py). They differ for a row with an
+    # earlier caption of its identity in the batch.
+    _C.MODEL.FMFA.LABELLED_COLUMN = "pair"
+    # How the query-anchored term of Eq. 11 sums: "row", along the anchor's row (Eq. 11), or
+    # "column" (the authors' code: cost_im of compute_infonce_loss_cosine subtracts row b's
+    # positive but sums over dim 0, down a column; its joint-anchored cost_s is Eq. 11's).
+    _C.MODEL.FMFA.EFA_QUERY_SUM = "row"
     return cfg

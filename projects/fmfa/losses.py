@@ -18,6 +18,7 @@ __all__ = [
     "efa_losses",
     "efa_ranking_loss",
     "hard_similarity",
+    "labelled_columns",
     "language_grouped_embeddings",
     "sparse_aggregation_weights",
     "token_patch_similarity",
@@ -25,25 +26,46 @@ __all__ = [
 ]
 
 WEIGHT_SOURCES = ("probability", "cosine")
+LABELLED_COLUMNS = ("pair", "first_of_identity")
+EFA_QUERY_SUMS = ("row", "column")
 
 
 # ---------------------------------------------------------------------------------- A-SDM
 
 
-def adaptive_weights(scores: torch.Tensor, alpha: float) -> torch.Tensor:
-    """A-SDM's row weights ``alpha * (max_k scores_ik - scores_ii) + 1`` (Eq. 2).
+def adaptive_weights(
+    scores: torch.Tensor, alpha: float, columns: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A-SDM's row weights ``alpha * (max_k scores_ik - scores_i,c(i)) + 1`` (Eq. 2).
 
-    Row i's paired item is column i, so a row whose pair already scores highest gets weight 1.
+    ``c(i)`` is row i's labelled column: its paired item, column i (Eq. 2), unless ``columns``
+    says otherwise. A row whose labelled column already scores highest gets weight 1.
     Computed as given: callers decide about gradients.
 
     Args:
         scores (Tensor): (B, B) one direction's matching probabilities (Eq. 1) or cosines.
         alpha (float): the weight factor alpha.
+        columns (Tensor): (B,) long, each row's labelled column; None: the diagonal.
 
     Returns:
         Tensor: (B,) weights, >= 1 for alpha >= 0.
     """
-    return alpha * (scores.max(dim=1).values - scores.diagonal()) + 1.0
+    if columns is None:
+        labelled = scores.diagonal()
+    else:
+        labelled = scores.gather(1, columns[:, None])[:, 0]
+    return alpha * (scores.max(dim=1).values - labelled) + 1.0
+
+
+def labelled_columns(pids: torch.Tensor, rule: str = "pair") -> torch.Tensor:
+    """Each row's labelled column for the A-SDM weights: "pair", column i (Eq. 2), or
+    "first_of_identity", the first column with row i's identity (the authors' code,
+    ``labels_distribute.argmax(dim=1)`` in ``model/objectives.py``). pids (Tensor): (B,)."""
+    if rule not in LABELLED_COLUMNS:
+        raise ValueError(f"labelled column rule {rule!r}; expected one of {LABELLED_COLUMNS}")
+    if rule == "pair":
+        return torch.arange(pids.shape[0], device=pids.device)
+    return (pids[:, None] == pids[None, :]).int().argmax(dim=1)
 
 
 def weighted_sdm_loss(
@@ -55,6 +77,7 @@ def weighted_sdm_loss(
     weight_from: str = "probability",
     weight_grad: bool = False,
     eps: float = 1e-8,
+    labelled_column: str = "pair",
 ) -> torch.Tensor:
     """SDM with each row's KL weighted by ``adaptive_weights`` (Eq. 1-4 and its variants).
 
@@ -73,6 +96,8 @@ def weighted_sdm_loss(
         weight_from (str): "probability" or "cosine".
         weight_grad (bool): keep the weights in the graph.
         eps (float): added to q inside the log (Eq. 3).
+        labelled_column (str): see ``labelled_columns``; the same columns serve both
+            directions (the identity matrix is symmetric).
 
     Returns:
         Tensor: () ``mean_i(w_i KL_i2t) + mean_i(w'_i KL_t2i)`` (Eq. 4).
@@ -81,13 +106,14 @@ def weighted_sdm_loss(
         raise ValueError(f"weight_from={weight_from!r}; expected one of {WEIGHT_SOURCES}")
     cos = F.normalize(image_feats, dim=1) @ F.normalize(text_feats, dim=1).t()
     logits = logit_scale * cos
+    columns = None if labelled_column == "pair" else labelled_columns(pids, labelled_column)
     with torch.set_grad_enabled(weight_grad and torch.is_grad_enabled()):
         if weight_from == "probability":
-            w_i2t = adaptive_weights(logits.softmax(dim=1), alpha)
-            w_t2i = adaptive_weights(logits.t().softmax(dim=1), alpha)
+            w_i2t = adaptive_weights(logits.softmax(dim=1), alpha, columns)
+            w_t2i = adaptive_weights(logits.t().softmax(dim=1), alpha, columns)
         else:
-            w_i2t = adaptive_weights(cos, alpha)
-            w_t2i = adaptive_weights(cos.t(), alpha)
+            w_i2t = adaptive_weights(cos, alpha, columns)
+            w_t2i = adaptive_weights(cos.t(), alpha, columns)
     kl_i2t, kl_t2i = sdm_row_kl(logits, pids, eps)
     return (w_i2t * kl_i2t).mean() + (w_t2i * kl_t2i).mean()
 
@@ -225,20 +251,28 @@ def hard_similarity(
 
 
 def efa_ranking_loss(
-    hard: torch.Tensor, margin: float, tau: float = 1.0, keep_positive: bool = False
+    hard: torch.Tensor,
+    margin: float,
+    tau: float = 1.0,
+    keep_positive: bool = False,
+    query_sum: str = "row",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ranking loss of Eq. 11 in both directions.
 
     Row anchor b (query item b): ``log sum_{c != b} exp((H_bc - H_bb + margin) / tau)``; column
     anchor c (joint item c): ``log sum_{b != c} exp((H_bc - H_cc + margin) / tau)``; each
     averaged over its B anchors. ``keep_positive`` adds the positive's zero term to each sum,
-    ``log(1 + sum_neg ...)`` (the authors' code).
+    ``log(1 + sum_neg ...)`` (the authors' code). ``query_sum`` "column" reproduces the
+    authors' code (``cost_im`` of ``compute_infonce_loss_cosine``), whose query-side term
+    subtracts row b's positive but sums down column c: ``log sum_{b != c} exp((H_bc - H_bb +
+    margin) / tau)``.
 
     Args:
         hard (Tensor): (B, B) hard similarities; the diagonal holds the matched pairs.
         margin (float): margin of Eq. 11.
         tau (float): tau_2 of Eq. 11.
         keep_positive (bool): see above.
+        query_sum (str): "row" (Eq. 11) or "column" (the authors' code).
 
     Returns:
         tuple: () query-to-joint and () joint-to-query losses (L_t2e, L_e2t or L_i2e, L_e2i).
@@ -250,9 +284,12 @@ def efa_ranking_loss(
     pos = hard.diagonal()
     eye = torch.eye(b, dtype=torch.bool, device=hard.device)
     fill = 0.0 if keep_positive else float("-inf")
+    if query_sum not in EFA_QUERY_SUMS:
+        raise ValueError(f"query_sum {query_sum!r}; expected one of {EFA_QUERY_SUMS}")
     rows = ((hard - pos[:, None] + margin) / tau).masked_fill(eye, fill)
     cols = ((hard - pos[None, :] + margin) / tau).masked_fill(eye, fill)
-    return torch.logsumexp(rows, dim=1).mean(), torch.logsumexp(cols, dim=0).mean()
+    query_term = torch.logsumexp(rows, dim=1 if query_sum == "row" else 0).mean()
+    return query_term, torch.logsumexp(cols, dim=0).mean()
 
 
 def efa_losses(
@@ -267,6 +304,7 @@ def efa_losses(
     lse_rescale: bool = True,
     normalize_hard_sim: bool = False,
     keep_positive: bool = False,
+    query_sum: str = "row",
 ) -> dict[str, torch.Tensor]:
     """The four terms of the explicit fine-grained alignment loss (Eq. 5-12).
 
@@ -288,6 +326,7 @@ def efa_losses(
         lse_rescale (bool): keep Eq. 10's 1 / lambda.
         normalize_hard_sim (bool): L2-normalise each row of Hard_S before Eq. 11 (authors' code).
         keep_positive (bool): see ``efa_ranking_loss``.
+        query_sum (str): see ``efa_ranking_loss``.
 
     Returns:
         dict: () tensors ``t2e``, ``e2t``, ``i2e``, ``e2i``; their sum is L_efa (Eq. 12).
@@ -305,8 +344,8 @@ def efa_losses(
     if normalize_hard_sim:
         hard_t = F.normalize(hard_t, dim=1)
         hard_v = F.normalize(hard_v, dim=1)
-    t2e, e2t = efa_ranking_loss(hard_t, margin_t2e, tau, keep_positive)
-    i2e, e2i = efa_ranking_loss(hard_v, margin_i2e, tau, keep_positive)
+    t2e, e2t = efa_ranking_loss(hard_t, margin_t2e, tau, keep_positive, query_sum)
+    i2e, e2i = efa_ranking_loss(hard_v, margin_i2e, tau, keep_positive, query_sum)
     return {"t2e": t2e, "e2t": e2t, "i2e": i2e, "e2i": e2i}
 
 

@@ -66,8 +66,22 @@ def require_dir(path, what, layout):
 
 
 def _lines(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
+    """The text lines of an index file; one line of error when the file holds binary bytes (a
+    damaged copy, or another file under the index's name), never a decoder's traceback."""
+    with open(path, "rb") as f:
+        data = f.read()
+    bad = data.find(b"\x00")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.start if bad < 0 else min(bad, e.start)
+    if bad >= 0:
+        raise DatasetFormatError(
+            f"index file {path} holds binary bytes (0x{data[bad]:02x} at byte {bad}), not "
+            "text lines: it is damaged or another file under this name; copy it again from the "
+            "dataset's download."
+        )
+    return text.splitlines()
 
 
 def read_id_list(path, layout):

@@ -200,22 +200,29 @@ def test_samplers_shard_each_global_batch_without_overlap(kind):
         assert got == [i for b in batches for i in b[rank]]
 
 
-@pytest.mark.timeout(600)
-def test_train_net_with_two_cpu_processes(tmp_path):
+def two_process_run(tmp_path, out, *opts):
+    """The command and environment of a two-process gloo training of the tiny CLIP + SDM on a
+    CUHK-PEDES fixture written under ``tmp_path``, into ``out``."""
     from tests.fixtures_text import write_cuhkpedes
 
     root = tmp_path / "data"
     write_cuhkpedes(str(root))
-    out = tmp_path / "run"
     cmd = [
         sys.executable, str(ROOT / "tools/train_net.py"),
         "--config-file", str(ROOT / "configs/Demo/tipr_clip_sdm.yml"),
         "--num-gpus", "2",
         "MODEL.DEVICE", "cpu",
         "OUTPUT_DIR", str(out),
-        *TINY, *SHORT_RUN,
+        *TINY, *opts,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", FASTREID_DATASETS=str(root))
+    return cmd, env
+
+
+@pytest.mark.timeout(600)
+def test_train_net_with_two_cpu_processes(tmp_path):
+    out = tmp_path / "run"
+    cmd, env = two_process_run(tmp_path, out, *SHORT_RUN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -268,24 +275,14 @@ def test_signal_to_a_multi_process_launcher_saves_before_it_exits(tmp_path, sign
     """A container stop sends SIGTERM to the launcher, then SIGKILL to every process left the
     moment the launcher is gone; a terminal's Ctrl-C sends SIGINT to its foreground process
     group. Either way the checkpoint must exist when the launcher exits, with 128 + signal."""
-    from tests.fixtures_text import write_cuhkpedes
-
-    root = tmp_path / "data"
-    write_cuhkpedes(str(root))
     out = tmp_path / "run"
-    cmd = [
-        sys.executable, str(ROOT / "tools/train_net.py"),
-        "--config-file", str(ROOT / "configs/Demo/tipr_clip_sdm.yml"),
-        "--num-gpus", "2",
-        "MODEL.DEVICE", "cpu",
-        "OUTPUT_DIR", str(out),
-        *TINY,
+    cmd, env = two_process_run(
+        tmp_path, out,
         "SOLVER.IMS_PER_BATCH", "4",
         "SOLVER.MAX_EPOCH", "500",  # never reached: the signal comes after the first step
         "TEST.EVAL_PERIOD", "500",
         "SOLVER.LOG_PERIOD", "1",
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", FASTREID_DATASETS=str(root))
+    )  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,  # its own process group, as a shell's foreground job

@@ -14,7 +14,7 @@ from fastreid.utils.env import seed_all_rng
 from fastreid.utils.logger import setup_logger
 
 from ..config import add_plugins_config, checkpoint_weights_only, resolve_clip_activation
-from .arguments import overrides_error
+from .arguments import add_extra_imports_argument, overrides_error
 from .trainer import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -57,14 +57,7 @@ def plugin_argument_parser():
         parents=[default_argument_parser()],
         add_help=False,
     )
-    parser.add_argument(
-        "--extra-imports",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="import these modules (other fast-reid projects) and call their add_*_config(cfg)",
-    )
-    return parser
+    return add_extra_imports_argument(parser)
 
 
 def import_extra_modules(cfg, modules):

@@ -7,7 +7,7 @@ overrides (``MODEL.WEIGHTS path`` among them), with their own flags allowed anyw
 
 import argparse
 
-from plugins.engine.arguments import overrides_error
+from plugins.engine.arguments import add_extra_imports_argument, overrides_error
 
 __all__ = ["add_config_arguments", "overrides_error", "parse_config_args"]
 
@@ -15,13 +15,7 @@ __all__ = ["add_config_arguments", "overrides_error", "parse_config_args"]
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--config-file``, ``--extra-imports`` and the ``KEY VALUE`` overrides (``opts``)."""
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
-    parser.add_argument(
-        "--extra-imports",
-        nargs="+",
-        default=[],
-        metavar="MODULE",
-        help="import these modules (other fast-reid projects) and call their add_*_config(cfg)",
-    )
+    add_extra_imports_argument(parser)
     parser.add_argument(
         "opts",
         nargs="*",

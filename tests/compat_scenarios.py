@@ -33,6 +33,7 @@ def tiny_baseline_cfg(data_root=""):
             "MODEL.CLIP.STRIDE", "8",
             "MODEL.BACKBONE.FEAT_DIM", "64",
             "MODEL.BACKBONE.PRETRAIN", "False",
+            "MODEL.CLIP.WEIGHTS", "",
             "MODEL.HEADS.NUM_CLASSES", "6",
             "INPUT.SIZE_TRAIN", "[64, 32]",
             "INPUT.SIZE_TEST", "[64, 32]",

@@ -25,6 +25,7 @@ TINY_CLIP = [
     "MODEL.CLIP.NAME", "tiny-vit",
     "MODEL.CLIP.STRIDE", "8",
     "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.CLIP.WEIGHTS", "",
     "MODEL.DEVICE", "cpu",
     "INPUT.SIZE_TRAIN", "[64, 32]",
     "INPUT.SIZE_TEST", "[64, 32]",

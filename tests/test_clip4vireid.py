@@ -408,7 +408,7 @@ def test_trains_three_stages_and_eval_only_reproduces(name, config, tmp_path):
     write_synthetic_vi(name, data)
     out = tmp_path / "train"
     opts = E2E + ["OUTPUT_DIR", str(out)]
-    scale = "20.00"  # the demo's MODEL.CLIP4VI.LOGIT_SCALE
+    scale = "14.29"  # train_net's TINY options: random weights, whose temperature is 1 / 0.07
     if name == "SYSUMM01":  # from CLIP weights whose temperature is 100, as OpenAI's RN50
         weights = clip_weights(tmp_path / "clip.pt")
         opts += ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.CLIP.WEIGHTS", weights]

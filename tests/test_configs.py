@@ -72,9 +72,17 @@ def test_config_merges_and_names_registered_components(path):
     assert cfg.MODEL.DEVICE in ("cpu", "cuda")
     assert not os.path.isabs(cfg.OUTPUT_DIR), "configs must not hold absolute paths"
     assert not os.path.isabs(cfg.MODEL.CLIP.WEIGHTS or "x")
-    # Users pass the CLIP file; the Demo configs train from random initialisation, explicitly.
-    assert cfg.MODEL.CLIP.WEIGHTS == ""
-    assert cfg.MODEL.BACKBONE.PRETRAIN == (not path.startswith(os.path.join("configs", "Demo")))
+    # Users pass the CLIP file. The Demo configs fine-tune from the committed synthetic CLIP of
+    # their architecture (weights/synthetic-clip); the Demo configs without a CLIP (fast-reid's
+    # ResNet) start from random weights, explicitly.
+    if not path.startswith(os.path.join("configs", "Demo")):
+        assert cfg.MODEL.CLIP.WEIGHTS == "" and cfg.MODEL.BACKBONE.PRETRAIN
+    elif _is_resnet(cfg):
+        assert not cfg.MODEL.BACKBONE.PRETRAIN
+    else:
+        assert cfg.MODEL.BACKBONE.PRETRAIN
+        assert cfg.MODEL.CLIP.WEIGHTS == f"weights/synthetic-clip/{cfg.MODEL.CLIP.NAME}.safetensors"
+        assert os.path.isfile(os.path.join(ROOT, cfg.MODEL.CLIP.WEIGHTS))
 
 
 @pytest.fixture(scope="module")

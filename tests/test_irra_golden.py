@@ -44,6 +44,7 @@ OPTS = [
     "MODEL.CLIP.NAME", str(GOLDEN / "clip.json"),
     "MODEL.CLIP.STRIDE", "16",
     "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.CLIP.WEIGHTS", "",
     "MODEL.DEVICE", "cpu",
     "MODEL.IRR.DEPTH", "2",
     "INPUT.SIZE_TRAIN", "[96, 32]",

@@ -191,7 +191,14 @@ def test_real_configs_follow_the_paper():
         {"loss_id", "loss_mse", "loss_con", "loss_sc"}]),
 )  # fmt: skip
 def test_table4_rows_train_their_terms(path, expected):
-    tiny = ["MODEL.CLIP.NAME", "tiny-rn", "MODEL.BACKBONE.PRETRAIN", "False"]
+    tiny = [
+        "MODEL.CLIP.NAME",
+        "tiny-rn",
+        "MODEL.BACKBONE.PRETRAIN",
+        "False",
+        "MODEL.CLIP.WEIGHTS",
+        "",
+    ]
     tiny += ["INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"]
     cfg, model = build(path, *tiny)
     model.train()

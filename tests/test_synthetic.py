@@ -569,3 +569,83 @@ def _golden_digests(fmt: str, out: Path) -> dict:
 @pytest.mark.parametrize("fmt", sorted(_GOLDEN_SETS))
 def test_writers_output_is_unchanged(tmp_path, fmt):
     assert _golden_digests(fmt, tmp_path) == _GOLDEN[fmt]
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining population (tools/pretrain_synthetic_clip.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def _committed_populations() -> list:
+    """The training and held-out populations of every committed synthetic CLIP, from the records
+    next to the weights (identity index ranges)."""
+    ranges = []
+    for path in sorted((ROOT / "weights" / "synthetic-clip").glob("*.json")):
+        args = json.loads(path.read_text())["args"]
+        train = syn.PretrainingSet(args["images"], args["images_per_id"])
+        held_out = syn.PretrainingSet(
+            args["val_images"], args["images_per_id"], first_identity=train.num_identities
+        )
+        ranges += [train.identity_range(), held_out.identity_range()]
+    assert ranges, "no record in weights/synthetic-clip"
+    return ranges
+
+
+def test_pretraining_identities_are_no_benchmark_identity():
+    # The benchmark identities (data seeds 0-2, pids 1-1000: every set the README, the demo and
+    # the benchmarks make), drawn here without the module's reserved set.
+    benchmark = {
+        syn.identity_key(syn.make_identity(pid, seed))
+        for seed in (0, 1, 2)
+        for pid in range(1, 1001)
+    }
+    seen = set()
+    for identities in _committed_populations():
+        for j in identities:
+            if j in seen:
+                continue
+            seen.add(j)
+            ident = syn.pretraining_identity(j)
+            assert ident.pid > syn.PRETRAIN_PID_OFFSET  # benchmark pids run from 1
+            assert syn.identity_key(ident) not in benchmark, (j, ident)
+    assert len(seen) > 1000
+    assert syn.PRETRAIN_SEED not in (0, 1, 2)
+
+
+def test_a_pretraining_identity_equal_to_a_benchmark_one_is_redrawn(monkeypatch):
+    pretraining = sys.modules[f"{syn.__name__}.pretraining"]
+    first = syn.make_identity(syn.PRETRAIN_PID_OFFSET + 1, syn.PRETRAIN_SEED)
+    assert syn.pretraining_identity(0) == first
+    monkeypatch.setattr(
+        pretraining, "reserved_identity_keys", lambda: frozenset({syn.identity_key(first)})
+    )
+    redrawn = syn.pretraining_identity(0)
+    assert redrawn.pid != first.pid and syn.identity_key(redrawn) != syn.identity_key(first)
+
+
+def test_pretraining_renders_are_no_benchmark_render():
+    benchmark = {
+        hashlib.sha256(r.rgb.tobytes()).hexdigest()
+        for r in syn.generate(40, (2, 4), seed=0, modalities=("rgb",))
+    }
+    samples = syn.PretrainingSet(60, 2, size=None)
+    for sample in samples:
+        assert sample.image.size == (64, 128)
+        assert hashlib.sha256(sample.image.tobytes()).hexdigest() not in benchmark
+
+
+def test_pretraining_samples_are_deterministic_and_varied():
+    samples = syn.PretrainingSet(40, 2, captions_per_image=4, grey_share=0.5)
+    a, b = samples[7], syn.PretrainingSet(40, 2, captions_per_image=4, grey_share=0.5)[7]
+    assert a.captions == b.captions and a.image.tobytes() == b.image.tobytes()
+    assert a.image.size == (32, 64) and a.pid == samples[6].pid != samples[8].pid
+    every = list(samples)
+    # Four different captions per image, naming attributes rather than repeating one template.
+    assert all(len(set(s.captions)) >= 3 for s in every)
+    greys = [s for s in every if s.grey]
+    assert 5 <= len(greys) <= 35
+    for s in greys:
+        pixels = np.asarray(s.image, dtype=np.int16)
+        assert np.abs(pixels[..., 0] - pixels[..., 1]).max() <= 2  # one channel, repeated
+        assert not any(COLOR_RE.search(c) for c in s.captions), s.captions
+    assert any(COLOR_RE.search(c) for s in every if not s.grey for c in s.captions)

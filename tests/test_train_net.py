@@ -18,6 +18,7 @@ TINY = [
     "MODEL.CLIP.NAME", "tiny-vit",
     "MODEL.CLIP.STRIDE", "8",
     "MODEL.BACKBONE.PRETRAIN", "False",
+    "MODEL.CLIP.WEIGHTS", "",
     "INPUT.SIZE_TRAIN", "[64, 32]",
     "INPUT.SIZE_TEST", "[64, 32]",
     "INPUT.PADDING.SIZE", "2",

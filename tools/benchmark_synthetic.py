@@ -8,9 +8,13 @@
 
 The synthetic data is written in the layout of the dataset the configs train on (RGBT-PEDES for
 text-RGBT, CUHK-PEDES for text-to-image).
-Each (config, seed) is trained from random initialisation and evaluated through
-``tools/train_net.py`` (one process each); the table gives mean +- standard deviation over seeds
-of R1 and mAP, overall and per lighting challenge. Results are on SYNTHETIC data only.
+Each (config, seed) is fine-tuned from the config's CLIP (the synthetic CLIP of
+``weights/synthetic-clip`` for the Demo configs) and evaluated through ``tools/train_net.py``
+(one process each); the table gives mean +- standard deviation over seeds of R1 and mAP, overall
+and per lighting challenge. Before any training, the CLIP each config starts from is evaluated
+once (``tools/zero_shot.py``: CLIP with the config's image input, no method layers; it does not
+depend on the training seed): the zero-shot rows, as the papers report CLIP's. Results are on
+SYNTHETIC data only.
 """
 
 import argparse
@@ -44,17 +48,59 @@ def run(config, seed, data_root, out_dir, opts, reuse=False, eval_only=False):
     results_file = os.path.join(out_dir, "results.json")
     if reuse and os.path.isfile(results_file):
         return read_results(results_file)
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config]
+    args = ["--config-file", config]
     if eval_only:
-        cmd += ["--eval-only", "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth")]
-    cmd += ["SEED", str(seed), "OUTPUT_DIR", out_dir] + list(opts)
+        args += ["--eval-only", "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth")]
+    args += ["SEED", str(seed)]
+    run_tool("train_net.py", args, data_root, out_dir, opts, f"{config} seed {seed}")
+    return read_results(results_file)
+
+
+def run_tool(script, args, data_root, out_dir, opts, what):
+    """Run ``tools/<script> <args> OUTPUT_DIR <out_dir> <opts>`` in its own process on the
+    synthetic data, its output in ``<out_dir>/stdout.txt``."""
+    cmd = [sys.executable, os.path.join(ROOT, "tools", script), *args, "OUTPUT_DIR", out_dir]
     env = dict(os.environ, FASTREID_DATASETS=data_root, HF_HUB_OFFLINE="1")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.run(
+            cmd + list(opts), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
     if proc.returncode != 0:
-        raise RuntimeError(f"{config} seed {seed} failed; see {out_dir}/stdout.txt")
+        raise RuntimeError(f"{what} failed; see {out_dir}/stdout.txt")
+
+
+def zero_shot_label(config, opts):
+    """The zero-shot model of a config: its CLIP weights and image input (configs that share
+    them share one zero-shot evaluation); None for a config without CLIP."""
+    import plugins  # noqa: F401
+    from plugins.engine import build_config
+
+    cfg = build_config(config, opts)
+    if cfg.MODEL.META_ARCHITECTURE == "Baseline" and "clip" not in cfg.MODEL.BACKBONE.NAME:
+        return None  # fast-reid's own network (Bag of Tricks, AGW): no CLIP to start from
+    if cfg.MODEL.BACKBONE.PRETRAIN:
+        model = os.path.basename(cfg.MODEL.CLIP.WEIGHTS)
+    else:
+        model = f"{cfg.MODEL.CLIP.NAME}, random init"
+    if TASKS[LAYOUTS[cfg.DATASETS.TESTS[0]]] == "VI-ReID":
+        return f"{model}, {cfg.MODEL.META_ARCHITECTURE}'s visual streams"
+    inputs = {"rgb": "RGB", "t": "T", "add": "RGB + T added", "cat": "RGB, T, Cat"}
+    return f"{model}, {inputs[cfg.MODEL.RETRIEVAL.FUSION]}"
+
+
+def run_zero_shot(config, data_root, out_dir, opts, reuse=False):
+    """Evaluate the CLIP ``config`` starts from (``tools/zero_shot.py``); returns the results."""
+    results_file = os.path.join(out_dir, "results_zero_shot.json")
+    if reuse and os.path.isfile(results_file):
+        return read_results(results_file)
+    what = f"zero-shot evaluation of {config}"
+    run_tool("zero_shot.py", ["--config-file", config], data_root, out_dir, opts, what)
     return read_results(results_file)
+
+
+def slug(text):
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_")
 
 
 def chance_of(args):
@@ -66,13 +112,27 @@ def chance_of(args):
 
     os.environ["FASTREID_DATASETS"] = args.data
     cfg = build_config(args.configs[0], args.opts)
+    if TASKS[LAYOUTS[cfg.DATASETS.TESTS[0]]] == "VI-ReID":
+        return {}  # the galleries are the protocol's draws: no closed form here
     split = build_text_dataset(cfg, cfg.DATASETS.TESTS[0]).test
     return chance_r1(split, cfg.TEST.SUBSET_GALLERY)
 
 
 # The synthetic writer of each dataset reader the benchmark can train on.
-LAYOUTS = {"RGBTPEDES": "rgbtpedes", "CUHKPEDES": "cuhkpedes"}
-TASKS = {"rgbtpedes": "text-RGBT", "cuhkpedes": "text-to-image"}
+LAYOUTS = {
+    "RGBTPEDES": "rgbtpedes",
+    "CUHKPEDES": "cuhkpedes",
+    "RegDB": "regdb",
+    "LLCM": "llcm",
+    "SYSUMM01": "sysumm01",
+}
+TASKS = {
+    "rgbtpedes": "text-RGBT",
+    "cuhkpedes": "text-to-image",
+    "regdb": "VI-ReID",
+    "llcm": "VI-ReID",
+    "sysumm01": "VI-ReID",
+}
 
 
 def synthetic_layout(args):
@@ -114,6 +174,9 @@ def main():
         action="store_true",
         help="evaluate the trained checkpoints again (with --opts such as TEST.SUBSET_GALLERY)",
     )
+    parser.add_argument(
+        "--no-zero-shot", action="store_true", help="skip the zero-shot rows (no evaluation first)"
+    )
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE overrides for every run")
     args = parser.parse_args()
 
@@ -121,6 +184,22 @@ def main():
 
     layout = synthetic_layout(args)
     synthetic.ensure_synthetic(args.data, layout, args.ids, args.data_seed)
+    zero_shot = {}
+    for config in [] if args.no_zero_shot else args.configs:
+        label = zero_shot_label(config, args.opts)
+        if label is None or label in zero_shot:
+            continue
+        start = time.time()
+        out_dir = os.path.join(args.output, "zero_shot", slug(label))
+        if args.eval_only:
+            out_dir = os.path.join(out_dir, "eval")
+        res = run_zero_shot(config, args.data, out_dir, args.opts, args.reuse)
+        zero_shot[label] = res
+        print(
+            f"[zero-shot: {label}] R1 {res['R1']:.2f} mAP {res['mAP']:.2f} "
+            f"({time.time() - start:.0f} s)",
+            flush=True,
+        )
     table = {}
     for config in args.configs:
         name = os.path.splitext(os.path.basename(config))[0]
@@ -145,21 +224,29 @@ def main():
     chance = chance_of(args)
     for metric in args.metrics:
         header = ["config", f"{metric} all"] + [f"{metric} {s}" for s in subsets]
+        header.append(f"{metric} all, per seed")
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
-        if metric == "R1":
+        if metric == "R1" and chance:
             cells = [f"{chance.get(s, float('nan')):.2f}" for s in ["all"] + subsets]
-            print("| " + " | ".join(["chance (random ranking)"] + cells) + " |")
+            print("| " + " | ".join(["chance (random ranking)"] + cells + [""]) + " |")
+        for label, res in zero_shot.items():
+            cells = [f"{res[metric]:.2f}"]
+            cells += [
+                f"{res[f'{s}/{metric}']:.2f}" if f"{s}/{metric}" in res else "-" for s in subsets
+            ]
+            print("| " + " | ".join([f"zero-shot ({label})"] + cells + [""]) + " |")
         for name, runs in table.items():
             cells = [mean_std([r[metric] for r in runs])]
             cells += [
                 mean_std([r[f"{s}/{metric}"] for r in runs if f"{s}/{metric}" in r])
                 for s in subsets
             ]
+            cells.append(", ".join(f"{r[metric]:.2f}" for r in runs))
             print("| " + " | ".join([name] + cells) + " |")
         print()
     with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump(table, f, indent=1)
+        json.dump({**table, "zero_shot": zero_shot}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,9 @@ EOT_TOKEN_ID = 49407  # <|endoftext|>
 MASK_TOKEN_ID = 49408  # <|mask|>, appended after CLIP's 49408-token BPE vocabulary
 
 LOCAL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+# The repository root: the Demo configs name its committed synthetic CLIPs
+# (weights/synthetic-clip) relative to it, and a run from another folder still finds them.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 # A weights value ending in ".<letters/digits>" names a file (open_clip's tags have no dot).
 _FILE_EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
 # Entries of OpenAI's archives (and of scripted open_clip models) that are not parameters.
@@ -165,7 +168,8 @@ def _looks_like_path(weights: str) -> bool:
 
 
 def resolve_clip_weights(weights: str, name: str = "ViT-B-16") -> str:
-    """Return the existing file ``weights`` names (``~`` expanded), else raise
+    """Return the existing file ``weights`` names (``~`` expanded; a relative path not found
+    from the working directory is looked up in the repository), else raise
     :class:`CLIPWeightsError`.
 
     Anything that looks like a path (a separator, a leading ``.`` or ``~``, a file extension)
@@ -188,6 +192,9 @@ def resolve_clip_weights(weights: str, name: str = "ViT-B-16") -> str:
     path = os.path.expanduser(weights)
     if os.path.isfile(path):
         return path
+    in_repository = REPOSITORY_ROOT / path
+    if not os.path.isabs(path) and in_repository.is_file():
+        return str(in_repository)
     if os.path.isdir(path):
         raise CLIPWeightsError(f"MODEL.CLIP.WEIGHTS={weights!r} is a directory. {what_to_pass}")
     if _looks_like_path(weights):

@@ -12,6 +12,10 @@ Writers (``writers``, with the shared file steps in ``files``) stream images to 
 official layouts of RGBT-PEDES, CUHK-PEDES, RegDB, LLCM and SYSU-MM01 (see
 ``shared/DATASETS.md``); ``tools/make_synthetic.py`` is their command line.
 
+``pretraining`` is the population a synthetic CLIP is pretrained on
+(``tools/pretrain_synthetic_clip.py``): captioned RGB images, several varied captions each, of
+identities drawn with their own seed and pid range, none equal to a benchmark identity.
+
 Randomness: every random choice comes from ``numpy.random.default_rng`` seeded with a tuple
 ``(seed, pid, ...)``, so an identity, a view or a caption does not depend on the order in which
 things are generated, and the same seed gives byte-identical files.
@@ -35,6 +39,15 @@ from .identities import (
     make_identity,
     sample_view,
 )
+from .pretraining import (
+    PRETRAIN_PID_OFFSET,
+    PRETRAIN_SEED,
+    PretrainingSample,
+    PretrainingSet,
+    identity_key,
+    pretraining_identity,
+    reserved_identity_keys,
+)
 from .records import ImageRecord, contact_sheet, generate, make_record
 from .rendering import Rendered, render
 from .writers import (
@@ -54,21 +67,28 @@ __all__ = [
     "HAIR_COLOR_NAMES",
     "OCCLUDERS",
     "PALETTE",
+    "PRETRAIN_PID_OFFSET",
+    "PRETRAIN_SEED",
     "SCENES",
     "VIEWS",
     "WRITERS",
     "Identity",
     "ImageRecord",
+    "PretrainingSample",
+    "PretrainingSet",
     "Rendered",
     "ViewSpec",
     "assign_splits",
     "contact_sheet",
     "ensure_synthetic",
     "generate",
+    "identity_key",
     "make_captions",
     "make_identity",
     "make_record",
+    "pretraining_identity",
     "render",
+    "reserved_identity_keys",
     "sample_view",
     "tokenize",
     "write_cuhkpedes",

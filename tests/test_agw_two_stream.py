@@ -1,0 +1,209 @@
+"""AGW's two-stream ResNet-50 (AGWTwoStream) against AGW's own code (tests/data/agw_golden)."""
+
+import logging
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import plugins  # noqa: F401
+from plugins.engine import build_config
+from plugins.engine.checkpoint import Checkpointer, CheckpointError
+from plugins.modeling.agw_checkpoint import (
+    AGWCheckpointError,
+    from_agw_state_dict,
+    is_agw_checkpoint,
+)
+from plugins.modeling.losses import agw_wrt_loss, wrt_loss
+from tests.fixtures_agw import (
+    AGW_CLASS_NUM,
+    AGW_STATE_SHA256,
+    GOLDEN_DIR,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    agw_checkpoint,
+    agw_state_dict,
+    state_dict_sha256,
+)
+
+FEAT_ATOL = 1e-4
+LOSS_RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(os.path.join(GOLDEN_DIR, "agw_golden.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def agw_state():
+    torch.manual_seed(0)
+    return agw_state_dict()
+
+
+def build_agw(training_heads=True, num_classes=AGW_CLASS_NUM):
+    from fastreid.modeling import build_model
+
+    cfg = build_config(
+        "configs/SYSUMM01/agw_two_stream.yml",
+        [
+            "MODEL.BACKBONE.PRETRAIN", "False",
+            "MODEL.HEADS.NUM_CLASSES", str(num_classes),
+            "MODEL.TRAINING_HEADS", str(training_heads),
+            "MODEL.DEVICE", "cpu",
+            # AGW's ToTensor + Normalize on 0-255 input
+            "MODEL.PIXEL_MEAN", str([255 * m for m in IMAGENET_MEAN]),
+            "MODEL.PIXEL_STD", str([255 * s for s in IMAGENET_STD]),
+        ],
+    )  # fmt: skip
+    return build_model(cfg)
+
+
+@pytest.fixture(scope="module")
+def agw_model(agw_state):
+    model = build_agw()
+    model.load_state_dict(from_agw_state_dict(agw_state), strict=True)
+    return model
+
+
+def _eval_features(model, images):
+    """(vis_pool, vis_bn, ir_pool, ir_bn), L2-normalised, of the golden batch's halves."""
+    model.eval()
+    vis, ir = images[:4].float(), images[4:].float()
+    out = []
+    with torch.no_grad():
+        for x, code in ((vis, 0), (ir, 1)):
+            mods = torch.full((x.shape[0],), code)
+            for neck in ("before", "after"):
+                model.neck_feat = neck
+                out.append(model.encode_image({"images": x, "modalities": mods}))
+    model.neck_feat = "after"
+    return out
+
+
+def test_seeded_checkpoint_recipe(agw_state):
+    assert state_dict_sha256(agw_state) == AGW_STATE_SHA256
+    # every batch norm of the recipe is perturbed: none at AGW's or torch's initial values
+    assert not torch.all(agw_state["NL_3.2.W.1.weight"] == 0)
+    assert not torch.all(agw_state["base_resnet.base.layer1.0.bn1.running_var"] == 1)
+
+
+def test_features_match_agw(agw_model, golden):
+    feats = _eval_features(agw_model, golden["images"])
+    for got, name in zip(feats, ("vis_pool", "vis_bn", "ir_pool", "ir_bn"), strict=True):
+        diff = (got - golden[name]).abs().max().item()
+        assert diff <= FEAT_ATOL, f"{name}: max |diff| {diff:.2e}"
+
+
+def test_training_losses_match_agw(agw_model, golden):
+    images, labels = golden["images"].float(), golden["labels"]
+    modalities = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    state = {k: v.clone() for k, v in agw_model.state_dict().items()}
+    agw_model.train()
+    try:
+        losses = agw_model({"images": images, "targets": labels, "modalities": modalities})
+    finally:
+        agw_model.load_state_dict(state)  # train mode moved the running statistics
+        agw_model.eval()
+    assert set(losses) == {"loss_id", "loss_wrt"}
+    for name in ("loss_id", "loss_wrt"):
+        got, want = losses[name].item(), golden[name].item()
+        assert abs(got - want) <= LOSS_RTOL * abs(want), f"{name}: {got} vs AGW's {want}"
+
+
+def test_wrt_loss_matches_agw_on_its_features(golden):
+    want = golden["loss_wrt"].item()
+    got = agw_wrt_loss(golden["train_pool"], golden["labels"]).item()
+    assert abs(got - want) <= LOSS_RTOL * abs(want)
+    # at these distances (~30) the paper's form is another function: the config key matters
+    assert abs(wrt_loss(golden["train_pool"], golden["labels"]).item() - want) > 0.1 * want
+
+
+def _max_diff(model, golden):
+    feats = _eval_features(model, golden["images"])
+    names = ("vis_pool", "vis_bn", "ir_pool", "ir_bn")
+    return max((f - golden[n]).abs().max().item() for f, n in zip(feats, names, strict=True))
+
+
+@pytest.mark.parametrize("block", ["NL_2.0", "NL_3.2"])
+def test_parity_fails_without_a_non_local_block(agw_model, golden, block):
+    stage, index = block.split(".")
+    blocks = getattr(agw_model.backbone.shared, stage)
+    kept = blocks[int(index)]
+    blocks[int(index)] = nn.Identity()
+    try:
+        assert _max_diff(agw_model, golden) > 100 * FEAT_ATOL
+    finally:
+        blocks[int(index)] = kept
+
+
+def test_parity_fails_with_one_stem_for_both(agw_model, golden):
+    kept = agw_model.backbone.infrared
+    agw_model.backbone.infrared = agw_model.backbone.visible
+    try:
+        assert _max_diff(agw_model, golden) > 100 * FEAT_ATOL
+    finally:
+        agw_model.backbone.infrared = kept
+
+
+def test_parity_fails_with_fastreid_stem_pool(agw_model, golden):
+    # fast-reid's ResNet max-pools without padding (ceil_mode): not AGW's function
+    kept = agw_model.backbone.visible.maxpool
+    agw_model.backbone.visible.maxpool = nn.MaxPool2d(3, 2, ceil_mode=True)
+    try:
+        assert _max_diff(agw_model, golden) > 100 * FEAT_ATOL
+    finally:
+        agw_model.backbone.visible.maxpool = kept
+
+
+def test_conversion_drops_known_unused_and_rejects_unknown(agw_state, caplog):
+    with caplog.at_level(logging.INFO, logger="plugins.modeling.agw_checkpoint"):
+        converted = from_agw_state_dict(agw_state)
+    assert "dropping" in caplog.text
+    assert not any(
+        k.startswith(("visible_module", "thermal_module", "base_resnet")) for k in converted
+    )
+    # the stems and every non-local block are kept
+    assert "backbone.infrared.conv1.weight" in converted
+    assert "backbone.shared.NL_3.2.g.weight" in converted
+    bad = dict(agw_state)
+    bad["extra_head.weight"] = torch.zeros(3)
+    with pytest.raises(AGWCheckpointError, match="extra_head.weight"):
+        from_agw_state_dict(bad)
+
+
+def test_missing_stem_is_an_error(tmp_path, agw_state):
+    """A checkpoint without the thermal stem does not load strictly."""
+    partial = {k: v for k, v in agw_state.items() if not k.startswith("thermal_module.thermal.bn1")}
+    path = tmp_path / "best.t"
+    torch.save({"net": partial, "epoch": 3}, path)
+    model = build_agw(training_heads=False)
+    with pytest.raises(CheckpointError, match="backbone.infrared.bn1"):
+        Checkpointer(model).load(str(path), strict=True, evaluation=True)
+
+
+@pytest.fixture(scope="module")
+def agw_checkpoint_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("agw") / "sysu_agw_p4_n8_lr_0.1_seed_0_best.t"
+    torch.save(agw_checkpoint(), path)
+    return path
+
+
+def test_agw_checkpoint_loads_as_model_weights(agw_checkpoint_file, golden, caplog):
+    assert is_agw_checkpoint({"net": {"module.base_resnet.base.layer1.0.conv1.weight": 0}})
+    assert not is_agw_checkpoint({"model": {"base_resnet.base.x": 0}})
+    with pytest.raises(pickle.UnpicklingError):  # numpy entries: weights-only alone refuses them
+        torch.load(agw_checkpoint_file, weights_only=True)
+    model = build_agw(training_heads=False)
+    with caplog.at_level(logging.INFO):
+        Checkpointer(model).load(str(agw_checkpoint_file), strict=True, evaluation=True)
+    assert "AGW's layout" in caplog.text and "'epoch': 42" in caplog.text
+    assert _max_diff(model, golden) <= FEAT_ATOL
+
+
+def test_agw_checkpoint_refused_by_other_models(agw_checkpoint_file):
+    model = nn.Linear(2, 2)
+    with pytest.raises(CheckpointError, match="AGW's code"):
+        Checkpointer(model).load(str(agw_checkpoint_file), strict=True)

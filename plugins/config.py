@@ -151,6 +151,10 @@ def add_plugins_config(cfg):
     # IMS_PER_BATCH / 2), with the random and identity samplers len(training set) //
     # IMS_PER_BATCH. The paper-following CLIP VI-ReID configs (Base-CLIP-VIReID.yml) use "sampler".
     _C.DATALOADER.VI_EPOCH = "images"
+    # How ModalityIdentitySampler fills a batch: "cover" (each identity's items shuffled and
+    # dealt K at a time, every item drawn once an epoch) or "agw" (AGW's IdentitySampler,
+    # utils.py: P identities without replacement, K items per modality with replacement).
+    _C.DATALOADER.MODALITY_DRAW = "cover"
     # Iterations between metric printouts (fast-reid hard-codes 200).
     _C.SOLVER.LOG_PERIOD = 20
     # Parameter groups: "fastreid" (fast-reid's rules: BIAS_LR_FACTOR for parameters named

@@ -137,3 +137,41 @@ def golden_inputs(u8):
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+# SYSU-MM01-layout fixture for the --eval-only parity: pid -> {camera: images}. 20 test ids in
+# every visible camera (1 or 2 images) and both infrared ones (1 image each): AGW's eval_sysu
+# needs at least 20 gallery images left after its camera rule for every query (it stacks the
+# per-query CMC curves cut at 20), indoor-search included. Train / val ids 1, 3 exist too.
+AGW_SYSU_TEST_IDS = tuple(range(10, 30))
+AGW_SYSU_IMAGES = {1: {1: 1, 3: 1}, 3: {2: 1, 6: 1}} | {
+    pid: {1: 1 + pid % 2, 2: 1 + (pid // 2) % 2, 4: 1, 5: 1 + (pid // 3) % 2, 3: 1, 6: 1}
+    for pid in AGW_SYSU_TEST_IDS
+}
+AGW_SYSU_SPLITS = {"train": "1", "val": "3", "test": ",".join(map(str, AGW_SYSU_TEST_IDS))}
+
+
+def write_agw_sysu_fixture(root):
+    """SYSU-MM01 layout under ``root/SYSU-MM01``: 64 x 32 RGB JPEGs (infrared ones too, as the
+    dataset stores them), an identity's images sharing a seeded pattern plus per-image noise."""
+    import numpy as np
+    from PIL import Image
+
+    base = os.path.join(str(root), "SYSU-MM01")
+    for pid, cams in AGW_SYSU_IMAGES.items():
+        pattern = np.random.default_rng([pid]).uniform(0, 255, (8, 4, 3))
+        pattern = np.kron(pattern, np.ones((8, 8, 1)))
+        for cam, count in cams.items():
+            for k in range(1, count + 1):
+                noise = np.random.default_rng([pid, cam, k]).normal(0, 40, (64, 32, 3))
+                pixels = np.clip(pattern + noise, 0, 255).astype(np.uint8)
+                if cam in (3, 6):
+                    pixels = np.repeat(pixels.mean(axis=2, keepdims=True), 3, 2).astype(np.uint8)
+                folder = os.path.join(base, f"cam{cam}", f"{pid:04d}")
+                os.makedirs(folder, exist_ok=True)
+                Image.fromarray(pixels).save(os.path.join(folder, f"{k:04d}.jpg"), quality=95)
+    os.makedirs(os.path.join(base, "exp"), exist_ok=True)
+    for split, line in AGW_SYSU_SPLITS.items():
+        with open(os.path.join(base, "exp", f"{split}_id.txt"), "w") as f:
+            f.write(line + "\n")
+    return base

@@ -207,3 +207,58 @@ def test_agw_checkpoint_refused_by_other_models(agw_checkpoint_file):
     model = nn.Linear(2, 2)
     with pytest.raises(CheckpointError, match="AGW's code"):
         Checkpointer(model).load(str(agw_checkpoint_file), strict=True)
+
+
+@pytest.mark.parametrize("neck", ["after", "before"])
+def test_eval_only_gives_agws_sysu_metrics(agw_checkpoint_file, tmp_path, neck):
+    """``--eval-only`` with AGW's checkpoint on a SYSU-MM01 fixture: AGW's ``test.py`` path
+    (``process_query_sysu``, ``process_gallery_sysu`` for trials 0-9, ``eval_sysu``) on its own
+    features gave ``agw_sysu_metrics.json`` (BNNeck features "bn", pooled "pool")."""
+    import json
+
+    from tests.fixtures_agw import write_agw_sysu_fixture
+    from tests.test_train_net import train_net
+
+    write_agw_sysu_fixture(tmp_path / "data")
+    out = tmp_path / "eval"
+    train_net(
+        "configs/SYSUMM01/agw_two_stream.yml", str(tmp_path / "data"),
+        "MODEL.DEVICE", "cpu", "MODEL.HEADS.NECK_FEAT", neck,
+        "TEST.VI_TRIALS", "10", "TEST.IMS_PER_BATCH", "64",
+        "MODEL.WEIGHTS", str(agw_checkpoint_file), "OUTPUT_DIR", str(out),
+        eval_only=True,
+    )  # fmt: skip
+    ours = json.loads((out / "results.json").read_text())["SYSUMM01"]
+    with open(os.path.join(GOLDEN_DIR, "agw_sysu_metrics.json")) as f:
+        theirs = json.load(f)
+    feature = {"after": "bn", "before": "pool"}[neck]
+    for mode in ("all_single", "indoor_single"):
+        for metric, value in theirs[f"{mode}/{feature}"].items():
+            assert ours[f"{mode}/{metric}"] == pytest.approx(value, abs=1e-4), (mode, metric)
+
+
+def test_convert_tool_writes_the_plugins_format(agw_checkpoint_file, tmp_path, golden):
+    import subprocess
+    import sys
+
+    tool = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "convert_checkpoint.py")
+    out = tmp_path / "agw_sysu.pth"
+    proc = subprocess.run(
+        [sys.executable, tool, "--from", "agw", str(agw_checkpoint_file), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'epoch': 42" in proc.stdout
+    converted = torch.load(out, weights_only=True)
+    assert set(converted) == {"model"}
+    model = build_agw(training_heads=False)
+    Checkpointer(model).load(str(out), strict=True, evaluation=True)
+    assert _max_diff(model, golden) <= FEAT_ATOL
+    # an IRRA-layout or fast-reid file is refused with a one-line message
+    other = tmp_path / "other.pth"
+    torch.save({"model": {"x": torch.zeros(1)}}, other)
+    proc = subprocess.run(
+        [sys.executable, tool, "--from", "agw", str(other), str(tmp_path / "o.pth")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "not in AGW's layout" in proc.stderr

@@ -4,9 +4,10 @@ trains on a synthetic RegDB set and ``--eval-only`` reproduces its metrics."""
 import json
 
 import pytest
+import torch
 
 from plugins.engine import build_config
-from plugins.synthetic import write_regdb
+from plugins.synthetic import write_llcm, write_regdb, write_sysumm01
 from tests.test_train_net import final_results, train_net
 
 CONFIGS = (
@@ -44,12 +45,21 @@ def test_configs_build_agws_network_and_recipe(config):
     assert out.shape == (2, cfg.MODEL.BACKBONE.FEAT_DIM)
 
 
-def test_demo_trains_and_eval_only_reproduces(tmp_path):
+DATASETS = {
+    "RegDB": (write_regdb, {"images_per_id": 4}, ("v2t", "t2v")),
+    "LLCM": (write_llcm, {}, ("ir2vis", "vis2ir")),
+    "SYSUMM01": (write_sysumm01, {}, ("all_single", "indoor_single")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_demo_trains_and_eval_only_reproduces(name, tmp_path):
+    writer, options, modes = DATASETS[name]
     data = tmp_path / "data"
-    write_regdb(str(data), 12, seed=0, overwrite=True, images_per_id=4)
+    writer(str(data), 12, seed=0, overwrite=True, **options)
     config = "configs/Demo/regdb_agw_two_stream.yml"
     short = [
-        "MODEL.DEVICE", "cpu",
+        "MODEL.DEVICE", "cpu", "DATASETS.NAMES", f"('{name}',)", "DATASETS.TESTS", f"('{name}',)",
         "SOLVER.MAX_EPOCH", "2", "SOLVER.WARMUP_EPOCHS", "1", "SOLVER.STEPS", "[1]",
         "SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_INSTANCE", "2",
         "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2", "TEST.VI_TRIALS", "2",
@@ -57,15 +67,20 @@ def test_demo_trains_and_eval_only_reproduces(tmp_path):
     ]  # fmt: skip
     out = tmp_path / "train"
     log = train_net(config, str(data), *short, "OUTPUT_DIR", str(out))
-    assert "loss_wrt" in log and "loss_id" in log and "| v2t" in log
-    trained = json.loads((out / "results.json").read_text())["RegDB"]
-    assert {"v2t/R1", "t2v/mAP"} <= set(trained)
+    assert "loss_wrt" in log and "loss_id" in log
+    trained = json.loads((out / "results.json").read_text())[name]
+    for mode in modes:
+        assert {f"{mode}/R1", f"{mode}/mAP"} <= set(trained) and f"| {mode} " in log
+    # the weights moved: the stems differ from each other after training from one copy
+    state = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    vis, ir = (state[f"backbone.{s}.conv1.weight"] for s in ("visible", "infrared"))
+    assert not torch.equal(vis, ir)
     evaluated = train_net(
         config, str(data), *short,
         "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"),
         eval_only=True,
     )  # fmt: skip
-    assert final_results(evaluated, "RegDB") == final_results(log, "RegDB")
+    assert final_results(evaluated, name) == final_results(log, name)
 
 
 def test_optimizer_and_schedule_are_agws():

@@ -241,7 +241,9 @@ def test_convert_tool_writes_the_plugins_format(agw_checkpoint_file, tmp_path, g
     import subprocess
     import sys
 
-    tool = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "convert_checkpoint.py")
+    tool = os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "tools", "convert_checkpoint.py"
+    )
     out = tmp_path / "agw_sysu.pth"
     proc = subprocess.run(
         [sys.executable, tool, "--from", "agw", str(agw_checkpoint_file), str(out)],

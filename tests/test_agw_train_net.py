@@ -15,6 +15,7 @@ CONFIGS = (
     "configs/RegDB/agw_two_stream.yml",
     "configs/LLCM/agw_two_stream.yml",
     "configs/Demo/regdb_agw_two_stream.yml",
+    "configs/Demo/llcm_agw_two_stream.yml",
 )
 
 

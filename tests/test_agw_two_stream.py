@@ -264,3 +264,17 @@ def test_convert_tool_writes_the_plugins_format(agw_checkpoint_file, tmp_path, g
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1 and "not in AGW's layout" in proc.stderr
+
+
+def test_other_python_objects_are_still_refused(tmp_path):
+    """Only numpy arrays, scalars and dtypes join the weights-only load: AGW-like files holding
+    any other object (here an argparse.Namespace) are refused, never unpickled."""
+    import argparse
+
+    from plugins.engine.checkpoint import NotACheckpointError
+
+    path = tmp_path / "best.t"
+    net = {"base_resnet.base.layer1.0.conv1.weight": torch.zeros(1)}
+    torch.save({"net": net, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(NotACheckpointError, match="Python objects"):
+        Checkpointer(nn.Linear(1, 1)).load(str(path))

@@ -174,13 +174,22 @@ def test_conversion_drops_known_unused_and_rejects_unknown(agw_state, caplog):
         from_agw_state_dict(bad)
 
 
-def test_missing_stem_is_an_error(tmp_path, agw_state):
-    """A checkpoint without the thermal stem does not load strictly."""
-    partial = {k: v for k, v in agw_state.items() if not k.startswith("thermal_module.thermal.bn1")}
+@pytest.mark.parametrize(
+    "dropped, named",
+    [
+        ("thermal_module.thermal.bn1", "backbone.infrared.bn1"),
+        ("NL_3.2.", "backbone.shared.NL_3.2"),
+    ],
+)
+def test_checkpoint_without_a_stem_or_non_local_block_is_an_error(
+    tmp_path, agw_state, dropped, named
+):
+    """A checkpoint without the thermal stem's BN or a non-local block does not load strictly."""
+    partial = {k: v for k, v in agw_state.items() if not k.startswith(dropped)}
     path = tmp_path / "best.t"
     torch.save({"net": partial, "epoch": 3}, path)
     model = build_agw(training_heads=False)
-    with pytest.raises(CheckpointError, match="backbone.infrared.bn1"):
+    with pytest.raises(CheckpointError, match=named.replace(".", r"\.")):
         Checkpointer(model).load(str(path), strict=True, evaluation=True)
 
 

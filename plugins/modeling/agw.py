@@ -16,15 +16,30 @@ network is ``embed_net`` of mangye16/Cross-Modal-Re-ID-baseline (``model.py``):
 
 Training returns AGW's losses, the identity cross-entropy of ``classifier(bottleneck(pooled))``
 and the weighted regularised triplet on the pooled features (``MODEL.AGW.WRT_FORM``: "code",
-AGW's ``TripletLoss_WRT`` exactly, ``agw_wrt_loss``; "text", ``wrt_loss``). Evaluation returns, as AGW's
-``test.py``, the L2-normalised pooled feature (``MODEL.HEADS.NECK_FEAT`` "before") or BNNeck
-output ("after").
+AGW's ``TripletLoss_WRT`` exactly, ``agw_wrt_loss``; "text", ``wrt_loss``). Evaluation returns,
+as AGW's ``test.py``, the L2-normalised pooled feature (``MODEL.HEADS.NECK_FEAT`` "before") or
+BNNeck output ("after").
 
 The shared part is fast-reid's ResNet (``build_resnet_backbone``: ``MODEL.BACKBONE.DEPTH``,
 ``LAST_STRIDE``, ``WITH_NL``, ``PRETRAIN``, ``PRETRAIN_PATH``) with its stem moved out into the
 two streams, both starting from its (ImageNet) stem weights, as AGW's three ImageNet ResNets do.
 fast-reid's stem max-pools without padding (``ceil_mode``); AGW's pads by 1, and the streams
-use AGW's. Parameters: ``backbone.visible.*``, ``backbone.infrared.*``, ``backbone.shared.*``,
+use AGW's.
+
+Parity with AGW's code (commit e817a26) is tested on its own outputs (``tests/data/agw_golden``):
+features, losses, and ``eval_sysu``'s metrics through ``--eval-only`` with its checkpoint
+(``plugins.modeling.agw_checkpoint``). Where the training pipeline still differs from its
+``train.py`` (``configs/Base-AGWTwoStream.yml`` holds the recipe):
+
+- resizing: AGW resizes every image once when loading it, with PIL's ``ANTIALIAS`` (Lanczos;
+  SYSU-MM01 through ``pre_process_sysu.py``); here fast-reid's transforms resize with bicubic
+  interpolation, before padding and cropping (identical when images already have the size);
+- evaluation during training: AGW tests every 2 epochs on gallery draw 0 of one mode and keeps
+  the best BNNeck R1 (``TEST.EVAL_PERIOD 2`` here runs every mode and ``TEST.VI_TRIALS`` draws);
+- sampling: AGW's ``IdentitySampler`` draws from numpy's global generator (``DATALOADER.
+  MODALITY_DRAW agw`` draws the same way from a generator seeded per epoch by ``SEED``).
+
+Parameters: ``backbone.visible.*``, ``backbone.infrared.*``, ``backbone.shared.*``,
 ``heads.bottleneck.*``, ``heads.classifier.*`` (under ``heads`` so that fast-reid's
 ``SOLVER.HEADS_LR_FACTOR`` gives them AGW's 10x learning rate).
 """

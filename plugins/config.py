@@ -82,6 +82,18 @@ def add_plugins_config(cfg):
     # Train on randomly masked captions (the MGANet baseline aligns with masked text).
     _C.MODEL.RETRIEVAL.MASKED_TEXT = False
 
+    # AGW's two-stream ResNet (AGWTwoStream; Ye et al., TPAMI'21, mangye16/Cross-Modal-Re-ID-
+    # baseline model.py): generalised-mean pooling (mean(x^p) + eps)^(1/p) and its losses.
+    _C.MODEL.AGW = CN()
+    _C.MODEL.AGW.GEM_P = 3.0  # p of GeM (AGW: 3.0)
+    _C.MODEL.AGW.GEM_EPS = 1e-12  # added to the mean before the root (AGW: 1e-12)
+    _C.MODEL.AGW.ID_WEIGHT = 1.0  # identity cross-entropy, no label smoothing (AGW: 1)
+    _C.MODEL.AGW.WRT_WEIGHT = 1.0  # weighted regularised triplet on pooled features (AGW: 1)
+    # Which weighted regularised triplet: "code", AGW's TripletLoss_WRT (loss.py: + 1e-6 in the
+    # softmax normaliser, negatives unshifted, so far negatives drop out; agw_wrt_loss), or
+    # "text", the softmax-weighted form as the paper states it (wrt_loss).
+    _C.MODEL.AGW.WRT_FORM = "code"
+
     # IRRA's implicit relation reasoning (the IRRA meta-architecture and methods built on it):
     # the masked caption attends to the image tokens and its masked words are predicted.
     _C.MODEL.IRR = CN()
@@ -139,6 +151,10 @@ def add_plugins_config(cfg):
     # IMS_PER_BATCH / 2), with the random and identity samplers len(training set) //
     # IMS_PER_BATCH. The paper-following CLIP VI-ReID configs (Base-CLIP-VIReID.yml) use "sampler".
     _C.DATALOADER.VI_EPOCH = "images"
+    # How ModalityIdentitySampler fills a batch: "cover" (each identity's items shuffled and
+    # dealt K at a time, every item drawn once an epoch) or "agw" (AGW's IdentitySampler,
+    # utils.py: P identities without replacement, K items per modality with replacement).
+    _C.DATALOADER.MODALITY_DRAW = "cover"
     # Iterations between metric printouts (fast-reid hard-codes 200).
     _C.SOLVER.LOG_PERIOD = 20
     # Parameter groups: "fastreid" (fast-reid's rules: BIAS_LR_FACTOR for parameters named

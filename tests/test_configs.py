@@ -95,8 +95,9 @@ def imagenet_weights(tmp_path_factory):
 
 
 def _is_resnet(cfg):
-    """fast-reid's Baseline on its own ResNet (BACKBONE.NAME's default names it everywhere)."""
-    return cfg.MODEL.META_ARCHITECTURE == "Baseline" and (
+    """fast-reid's Baseline, or AGW's two-stream network, on fast-reid's ResNet (BACKBONE.NAME's
+    default names it everywhere)."""
+    return cfg.MODEL.META_ARCHITECTURE in ("Baseline", "AGWTwoStream") and (
         cfg.MODEL.BACKBONE.NAME == "build_resnet_backbone"
     )
 

@@ -162,7 +162,8 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursi
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_config_builds_its_schedule(path):
     """Text configs (IRRA family, CoRL, MGANet, demos) schedule per epoch with IRRA's values, the
-    CLIP VI-ReID configs (CLIP4VI-ReID, RSBA) per epoch with the papers' epochs; fast-reid's own
+    CLIP VI-ReID configs (CLIP4VI-ReID, RSBA) and AGW's two-stream network per epoch with the
+    papers' (or their code's) epochs; fast-reid's own
     (Bag of Tricks, AGW, on every dataset) keep fast-reid's schedule."""
     cfg = build_config(path)
     bases = _bases(path)
@@ -174,6 +175,9 @@ def test_every_config_builds_its_schedule(path):
     elif "Base-CLIP-VIReID.yml" in bases:
         assert uses_epoch_schedule(cfg) and cfg.SOLVER.WARMUP_ITERS == 0
         assert cfg.DATALOADER.VI_EPOCH == "sampler"
+    elif "Base-AGWTwoStream.yml" in bases:  # AGW's own train.py: per epoch, its warm-up
+        assert uses_epoch_schedule(cfg) and cfg.SOLVER.WARMUP_ITERS == 0
+        assert cfg.SOLVER.WARMUP_METHOD == "agw" and cfg.DATALOADER.VI_EPOCH == "sampler"
     else:
         assert not uses_epoch_schedule(cfg), bases
         assert cfg.DATALOADER.VI_EPOCH == "images"

@@ -1,16 +1,23 @@
 #!/usr/bin/env python
-"""Convert checkpoints between IRRA's / FMFA's code and this project.
+"""Convert checkpoints between IRRA's / FMFA's / AGW's code and this project.
 
     # IRRA's or FMFA's best.pth -> this project's format (MODEL.WEIGHTS also reads theirs as is)
     python tools/convert_checkpoint.py --from irra logs/CUHK-PEDES/iira/best.pth irra_cuhk.pth
     python tools/convert_checkpoint.py --from fmfa logs/CUHK-PEDES/fmfa/best.pth fmfa_cuhk.pth
+
+    # AGW's best checkpoint (mangye16/Cross-Modal-Re-ID-baseline, train.py) -> AGWTwoStream's
+    python tools/convert_checkpoint.py --from agw \
+        save_model/sysu_agw_p4_n8_lr_0.1_seed_0_best.t agw_sysu.pth
 
     # a model trained here -> IRRA's layout, with the configs.yaml IRRA's test.py reads
     python tools/convert_checkpoint.py --to irra --config-file configs/CUHKPEDES/irra.yml \
         output/cuhkpedes/irra/model_final.pth irra_export/
     python test.py --config_file irra_export/configs.yaml   # in IRRA's repository
 
-``--from`` writes ``{"model": ..., "model_record": ...}``: every entry renamed to this
+``--from agw`` writes ``{"model": ...}`` for ``AGWTwoStream`` (``plugins/modeling/agw_checkpoint.py``:
+the unused entries of embed_net's three ResNets are dropped, AGW's recorded epoch / mAP / cmc are
+printed, not kept; MODEL.WEIGHTS also reads AGW's file as is).
+``--from irra`` / ``fmfa`` write ``{"model": ..., "model_record": ...}``: every entry renamed to this
 project's modules (``plugins/modeling/irra_checkpoint.py`` has the mapping and the vocabulary
 rule), in fp32, with the record of a QuickGELU CLIP; the optimizer and scheduler states of
 their checkpoint are not carried over. ``--to irra`` writes ``OUT/best.pth`` and
@@ -37,6 +44,12 @@ from plugins.config import QUICKGELU_KEY, RECORD_ENTRY  # noqa: E402
 from plugins.engine import build_config  # noqa: E402
 from plugins.engine.arguments import overrides_error  # noqa: E402
 from plugins.engine.checkpoint import Checkpointer, CheckpointError, atomic_write  # noqa: E402
+from plugins.modeling.agw_checkpoint import (  # noqa: E402
+    AGWCheckpointError,
+    agw_checkpoint_metrics,
+    from_agw_state_dict,
+    is_agw_checkpoint,
+)
 from plugins.modeling.irra_checkpoint import (  # noqa: E402
     IRRA_META_ARCHITECTURES,
     IRRACheckpointError,
@@ -45,13 +58,13 @@ from plugins.modeling.irra_checkpoint import (  # noqa: E402
     to_irra_state_dict,
 )
 
-FORMATS = ("irra", "fmfa")  # FMFA's code keeps IRRA's model and checkpoint layout
+FORMATS = ("irra", "fmfa", "agw")  # FMFA's code keeps IRRA's model and checkpoint layout
 IRRA_DATASET_NAMES = {"CUHKPEDES": "CUHK-PEDES", "ICFGPEDES": "ICFG-PEDES", "RSTPReid": "RSTPReid"}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Convert IRRA's / FMFA's checkpoints to this project's format and back"
+        description="Convert IRRA's / FMFA's / AGW's checkpoints to this project's format (IRRA's back)"
     )
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument("--from", dest="source", choices=FORMATS, help="their format -> ours")
@@ -78,7 +91,24 @@ def read_checkpoint(path):
     return Checkpointer(torch.nn.Module())._read_file(path, source="IN")
 
 
+def from_agw(path, output):
+    checkpoint = read_checkpoint(path)
+    if not is_agw_checkpoint(checkpoint):
+        raise AGWCheckpointError(
+            f"{path} is not in AGW's layout (no 'net' state dict with 'base_resnet.base.*' entries)"
+        )
+    state = from_agw_state_dict(checkpoint["net"])
+    atomic_write(output, lambda f: torch.save({"model": state}, f))
+    recorded = agw_checkpoint_metrics(checkpoint)
+    print(
+        f"{path} (AGW's layout{', ' + str(recorded) if recorded else ''}): {len(state)} tensors "
+        f"written to {output} (for MODEL.META_ARCHITECTURE AGWTwoStream)"
+    )
+
+
 def from_reference(source, path, output):
+    if source == "agw":
+        return from_agw(path, output)
     checkpoint = read_checkpoint(path)
     if not is_irra_checkpoint(checkpoint):
         raise IRRACheckpointError(
@@ -183,7 +213,14 @@ def main(argv=None):
             from_reference(args.source, args.input, args.output)
         else:
             to_reference(args.input, args.output, args.config_file, args.opts)
-    except (CheckpointError, IRRACheckpointError, KeyError, ValueError, OSError) as e:
+    except (
+        CheckpointError,
+        IRRACheckpointError,
+        AGWCheckpointError,
+        KeyError,
+        ValueError,
+        OSError,
+    ) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0

@@ -274,6 +274,10 @@ class IdentityBatchSampler(EpochBatchSampler):
         )
 
 
+#: How ModalityIdentityBatchSampler draws: "cover" (every item at least once an epoch) or "agw".
+MODALITY_DRAWS = ("cover", "agw")
+
+
 class ModalityIdentityBatchSampler(EpochBatchSampler):
     """Two-modality PK batches: per process, ``P`` identities with ``K`` visible and ``K`` infrared
     items each (``mini_batch = P * 2K``), as VI-ReID methods train (RSBA, IJCAI'25: "P identities
@@ -293,6 +297,9 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
     The identities' turns are shuffled and packed so that an identity is at most once in a global
     batch: each process holds its own whole identities. Turns that cannot be placed by the end of
     an epoch are left out of it. Identities with items of one modality only are never drawn.
+    ``draw="agw"`` (``DATALOADER.MODALITY_DRAW``) is AGW's ``IdentitySampler`` instead: every
+    batch draws ``P`` identities without replacement and ``K`` items of each modality *with*
+    replacement, ``epoch_iterations()`` batches an epoch.
     This epoch orders the stream; the trainer's epoch (``DATALOADER.VI_EPOCH``) is fast-reid's
     or AGW's count (:meth:`epoch_iterations`), and the stream runs across its boundaries.
 
@@ -306,9 +313,20 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
     """
 
     def __init__(
-        self, pids, modalities, batch_size, num_instances, seed=None, rank=None, world_size=None
+        self,
+        pids,
+        modalities,
+        batch_size,
+        num_instances,
+        seed=None,
+        rank=None,
+        world_size=None,
+        draw="cover",
     ):
         super().__init__(batch_size, seed, rank, world_size)
+        if draw not in MODALITY_DRAWS:
+            raise SamplerConfigError(f"DATALOADER.MODALITY_DRAW={draw!r} not in {MODALITY_DRAWS}")
+        self.draw = draw
         if num_instances <= 0:
             raise SamplerConfigError(
                 f"DATALOADER.NUM_INSTANCE={num_instances}: two-modality identity batches need at "
@@ -370,7 +388,27 @@ class ModalityIdentityBatchSampler(EpochBatchSampler):
             pool = fresh[need:]
         return groups
 
+    def _agw_epoch_batches(self, rng):
+        """AGW's ``IdentitySampler``: each global batch draws its identities without replacement,
+        then ``K`` visible and ``K`` infrared items of each with replacement; the epoch holds
+        ``epoch_iterations()`` global batches."""
+        k, p = self.num_instances, self.num_ids_per_batch
+        pids = np.asarray(list(self.index_by_pid))
+        batches = []
+        for _ in range(self.epoch_iterations()):
+            chosen = rng.choice(pids, p * self.world_size, replace=False)
+            for r in range(self.world_size):
+                mine = chosen[r * p : (r + 1) * p]
+                vis = [rng.choice(self.index_by_pid[int(pid)][0], k) for pid in mine]
+                ir = [rng.choice(self.index_by_pid[int(pid)][1], k) for pid in mine]
+                batches.append([int(i) for g in vis + ir for i in g])
+        return batches
+
     def epoch_batches(self, rng):
+        if self.draw == "agw":
+            if len(self.index_by_pid) < self.num_ids_per_batch * self.world_size:
+                return []
+            return self._agw_epoch_batches(rng)
         k, p = self.num_instances, self.num_ids_per_batch
         turns, groups = [], {}
         for pid in rng.permutation(list(self.index_by_pid)):
@@ -432,8 +470,9 @@ def build_sampler(cfg, pids, modalities=None):
                 "this training set has none."
             )
         sampler = ModalityIdentityBatchSampler(
-            pids, modalities, batch, cfg.DATALOADER.NUM_INSTANCE, seed
-        )
+            pids, modalities, batch, cfg.DATALOADER.NUM_INSTANCE, seed,
+            draw=cfg.DATALOADER.MODALITY_DRAW,
+        )  # fmt: skip
     sampler.check_batches()
     logger.info(
         f"Training sampler {type(sampler).__name__}: {sampler.batches_in_epoch(0)} batches of "

@@ -29,6 +29,13 @@ from fastreid.utils.checkpoint import Checkpointer as _FastreidCheckpointer
 from fastreid.utils.checkpoint import _filter_reused_missing_keys, _strip_prefix_if_present
 
 from ..config import QUICKGELU_KEY, RECORD_ENTRY
+from ..modeling.agw_checkpoint import (
+    AGW_META_ARCHITECTURES,
+    SAFE_NUMPY_GLOBALS,
+    agw_checkpoint_metrics,
+    from_agw_state_dict,
+    is_agw_checkpoint,
+)
 from ..modeling.clip import clip_activation
 from ..modeling.irra_checkpoint import (
     IRRA_META_ARCHITECTURES,
@@ -241,8 +248,11 @@ class Checkpointer(_FastreidCheckpointer):
 
     def _load_file(self, f, source="MODEL.WEIGHTS"):
         """The checkpoint in this trainer's format: IRRA's and FMFA's (``best.pth`` of their
-        code) are recognised by their keys and converted (``plugins.modeling.irra_checkpoint``)."""
+        code) and AGW's (its ``train.py``'s ``best.t``) are recognised by their keys and converted
+        (``plugins.modeling.irra_checkpoint``, ``plugins.modeling.agw_checkpoint``)."""
         checkpoint = self._read_file(f, source)
+        if is_agw_checkpoint(checkpoint):
+            return self._convert_agw(checkpoint, f, source)
         if not is_irra_checkpoint(checkpoint):
             return checkpoint
         model = getattr(self.model, "module", self.model)
@@ -259,6 +269,23 @@ class Checkpointer(_FastreidCheckpointer):
         state = from_irra_state_dict(checkpoint["model"], model.state_dict().keys(), name)
         return {"model": state, RECORD_ENTRY: {QUICKGELU_KEY: True}}
 
+    def _convert_agw(self, checkpoint, f, source):
+        model = getattr(self.model, "module", self.model)
+        name = type(model).__name__
+        if name not in AGW_META_ARCHITECTURES:
+            raise CheckpointError(
+                f"{source} {f} is a checkpoint of AGW's code (embed_net), which loads into "
+                f"{', '.join(AGW_META_ARCHITECTURES)} models, not {name}."
+            )
+        recorded = agw_checkpoint_metrics(checkpoint)
+        self.logger.info(
+            f"{source} {f} is in AGW's layout (mangye16/Cross-Modal-Re-ID-baseline): converting "
+            f"its {len(checkpoint['net'])} entries"
+            + (f"; it records {recorded}" if recorded else "")
+            + "; its other entries are not loaded."
+        )
+        return {"model": from_agw_state_dict(checkpoint["net"], model.state_dict().keys())}
+
     def _read_file(self, f, source="MODEL.WEIGHTS"):
         """A ``torch.save`` checkpoint with a ``model`` state dict, as written; readable errors."""
         with open(f, "rb") as fh:
@@ -274,7 +301,10 @@ class Checkpointer(_FastreidCheckpointer):
                 "model_*.pth file that training wrote."
             )
         try:
-            checkpoint = torch.load(f, map_location=torch.device("cpu"))
+            # Weights-only, plus numpy arrays and scalars (AGW's checkpoints record its metrics
+            # as such): data, never code.
+            with torch.serialization.safe_globals(SAFE_NUMPY_GLOBALS):
+                checkpoint = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
         except pickle.UnpicklingError as e:
             if "weights only" not in str(e).lower():
                 raise NotACheckpointError(
@@ -298,6 +328,8 @@ class Checkpointer(_FastreidCheckpointer):
                 f"{source} {f} is not a checkpoint written by torch.save (a truncated or "
                 f"damaged file: {e}); pass a model_*.pth file that training wrote."
             ) from e
+        if is_agw_checkpoint(checkpoint):
+            return checkpoint
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             kind = type(checkpoint).__name__
             raise NotACheckpointError(

@@ -6,7 +6,8 @@ IRRA (``solver/lr_scheduler.py``, ``LRSchedulerWithWarmup``, stepped once per ep
 initial lr:
 
 - warm-up, ``e < W``: ``lr_0 * f`` with ``f = factor * (1 - e / W) + e / W`` ("linear") or
-  ``f = factor`` ("constant");
+  ``f = factor`` ("constant") or ``f = (e + 1) / W`` ("agw": AGW's ``train.py``,
+  ``adjust_learning_rate``, which ignores ``factor``);
 - "cosine": ``eta_min + (lr_0 - eta_min) * 0.5 * (1 + cos(pi * (e - W) / (T - W)))``, so the
   first epoch after the warm-up runs at ``lr_0`` and the last one above ``eta_min``;
 - "multistep": ``lr_0 * gamma ** k``, ``k`` the milestones ``<= e``: milestones count epochs from
@@ -38,7 +39,7 @@ __all__ = [
 SCHED_UNITS = ("iteration", "epoch")
 # SOLVER.SCHED -> the schedule after the warm-up (fast-reid's names for the same shapes)
 EPOCH_MODES = {"CosineAnnealingLR": "cosine", "MultiStepLR": "multistep"}
-WARMUP_METHODS = ("linear", "constant")
+WARMUP_METHODS = ("linear", "constant", "agw")
 SCHEDULER_KEY = "epoch_sched"  # its name in checkpoints
 
 
@@ -53,7 +54,7 @@ class EpochWarmupLR(LRScheduler):
         total_epochs (int): ``T``, the epochs the cosine spans together with the warm-up.
         warmup_epochs (int): ``W``, 0 for none.
         warmup_factor (float): the warm-up's first factor.
-        warmup_method (str): "linear" or "constant".
+        warmup_method (str): "linear", "constant" or "agw".
         mode (str): "cosine" or "multistep".
         eta_min (float): the cosine's target lr (absolute, shared by every group).
         milestones (Sequence[int]): increasing 0-based epochs at which a decay starts.
@@ -96,6 +97,8 @@ class EpochWarmupLR(LRScheduler):
             if self.warmup_method == "linear":
                 alpha = epoch / self.warmup_epochs
                 factor = self.warmup_factor * (1 - alpha) + alpha
+            elif self.warmup_method == "agw":
+                factor = (epoch + 1) / self.warmup_epochs
             return [base * factor for base in self.base_lrs]
         if self.mode == "multistep":
             decay = self.gamma ** bisect_right(self.milestones, epoch)

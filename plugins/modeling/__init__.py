@@ -1,3 +1,3 @@
 """CLIP backbones, shared layers, losses and meta-architectures (registered on import)."""
 
-from . import clip, cross_modal, fusion, irra, losses, retrieval  # noqa: F401
+from . import agw, clip, cross_modal, fusion, irra, losses, retrieval  # noqa: F401

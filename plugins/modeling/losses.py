@@ -146,6 +146,40 @@ def wrt_loss(feats: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
     return F.softplus(furthest_pos - closest_neg).mean()
 
 
+def agw_wrt_loss(feats: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+    """AGW's own weighted regularised triplet (``TripletLoss_WRT`` and ``softmax_weights``,
+    mangye16/Cross-Modal-Re-ID-baseline ``loss.py``), which is not ``wrt_loss`` at large distances.
+
+    Distances are ``sqrt(clamp(d^2, 1e-12))`` (an anchor's own is 1e-6, not 0). Weights are
+    ``exp(a - m) * mask / (sum(exp(a - m) * mask) + 1e-6)`` with ``m`` the row maximum of
+    ``a * mask``: for the negatives ``a = -d`` and the masked-out entries count as 0, so ``m = 0``
+    and, once every negative is far (``exp(-d) << 1e-6``), their weights and the negative term
+    vanish. Loss: ``mean_i softplus(sum_j w_ij d_ij - sum_k w_ik d_ik)`` (``SoftMarginLoss`` with
+    target 1). fast-reid's ``TripletLoss`` (margin 0, no hard mining) has the same weights.
+
+    Args:
+        feats (Tensor): (B, D) features, used as given.
+        pids (Tensor): (B,) identity labels.
+
+    Returns:
+        Tensor: () the loss.
+    """
+    dist = pairwise_euclidean(feats, feats)  # both arguments: the diagonal keeps its clamp
+    pids = pids.reshape(-1, 1)
+    is_pos = (pids == pids.t()).to(dist.dtype)
+    is_neg = 1.0 - is_pos
+    dist_ap, dist_an = dist * is_pos, dist * is_neg
+
+    def softmax_weights(x, mask):
+        shifted = x - torch.max(x * mask, dim=1, keepdim=True)[0]
+        z = torch.sum(torch.exp(shifted) * mask, dim=1, keepdim=True) + 1e-6
+        return torch.exp(shifted) * mask / z
+
+    furthest_pos = (dist_ap * softmax_weights(dist_ap, is_pos)).sum(dim=1)
+    closest_neg = (dist_an * softmax_weights(-dist_an, is_neg)).sum(dim=1)
+    return F.softplus(furthest_pos - closest_neg).mean()
+
+
 def id_loss(
     logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:

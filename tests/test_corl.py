@@ -731,6 +731,18 @@ def test_two_stages_from_one_command_resume_and_eval_only(tmp_path):
     assert "Not loading 2 training-only entries (classifier.bias, classifier.weight)" in log
     assert "Starting training" not in log and results(log) == trained
 
+    # tools/probe_corl.py: its "CoRL's sum" is the evaluation's score, and the two halves rank
+    # by the image feature and the virtual text alone.
+    cmd = [sys.executable, "tools/probe_corl.py", "--config-file", DEMO]
+    cmd += ["--weights", str(s2 / "model_final.pth"), *TINY_CLIP]
+    env = dict(os.environ, FASTREID_DATASETS=str(data), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    probe = dict(re.findall(r"^(.*?)\s+R1\s+([\d.]+)", proc.stdout, re.M))
+    assert set(probe) == {"v alone", "t_hat alone", "CoRL's sum"}, proc.stdout
+    r1 = float(re.search(r"R1 ([\d.]+)", trained).group(1))
+    assert float(probe["CoRL's sum"]) == pytest.approx(r1, abs=0.01)
+
 
 def test_frozen_ves_end_to_end_takes_its_copies_once(tmp_path):
     """VES_ENCODERS "frozen" through tools/train_net.py: stage 2's copies are the encoders

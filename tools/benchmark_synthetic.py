@@ -72,17 +72,14 @@ def run_tool(script, args, data_root, out_dir, opts, what):
 
 def zero_shot_label(config, opts):
     """The zero-shot model of a config: its CLIP weights and image input (configs that share
-    them share one zero-shot evaluation); None for a config without CLIP."""
+    them share one zero-shot evaluation); None for a config that starts from no CLIP weights."""
     import plugins  # noqa: F401
     from plugins.engine import build_config
 
     cfg = build_config(config, opts)
-    if cfg.MODEL.META_ARCHITECTURE == "Baseline" and "clip" not in cfg.MODEL.BACKBONE.NAME:
-        return None  # fast-reid's own network (Bag of Tricks, AGW): no CLIP to start from
-    if cfg.MODEL.BACKBONE.PRETRAIN:
-        model = os.path.basename(cfg.MODEL.CLIP.WEIGHTS)
-    else:
-        model = f"{cfg.MODEL.CLIP.NAME}, random init"
+    if not (cfg.MODEL.BACKBONE.PRETRAIN and cfg.MODEL.CLIP.WEIGHTS):
+        return None  # no CLIP weights to start from (random init, fast-reid's own ResNets)
+    model = os.path.basename(cfg.MODEL.CLIP.WEIGHTS)
     if TASKS[LAYOUTS[cfg.DATASETS.TESTS[0]]] == "VI-ReID":
         return f"{model}, {cfg.MODEL.META_ARCHITECTURE}'s visual streams"
     inputs = {"rgb": "RGB", "t": "T", "add": "RGB + T added", "cat": "RGB, T, Cat"}

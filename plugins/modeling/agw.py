@@ -53,8 +53,8 @@ from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 from torch import nn
 
 from .losses import agw_wrt_loss, id_loss, wrt_loss
-from .retrieval import require_training_parts
-from .two_stream import modality_masks
+from .retrieval import register_pixel_statistics, require_training_parts
+from .two_stream import route_by_modality
 
 __all__ = [
     "AGWGeneralizedMeanPooling",
@@ -104,15 +104,7 @@ class AGWTwoStreamResNet(nn.Module):
         images (Tensor): (B, 3, H, W) normalised; modalities: (B,) 0 visible, 1 infrared
         returns (Tensor): (B, 64, H / 4, W / 4)
         """
-        vis, ir = modality_masks(modalities, images.shape[0], images.device)
-        if bool(vis.all()):
-            return self.visible(images)
-        if bool(ir.all()):
-            return self.infrared(images)
-        out_vis, out_ir = self.visible(images[vis]), self.infrared(images[ir])
-        out = out_vis.new_empty((images.shape[0], *out_vis.shape[1:]))
-        out[vis], out[ir] = out_vis, out_ir
-        return out
+        return route_by_modality(self.visible, self.infrared, images, modalities)
 
     def forward(self, images, modalities):
         """images (Tensor): (B, 3, H, W) normalised; modalities (B,) -> maps (B, C, h, w)."""
@@ -182,12 +174,7 @@ class AGWTwoStream(nn.Module):
         if cfg.MODEL.AGW.WRT_FORM not in forms:
             raise ValueError(f"MODEL.AGW.WRT_FORM={cfg.MODEL.AGW.WRT_FORM!r} not in {tuple(forms)}")
         self.wrt = forms[cfg.MODEL.AGW.WRT_FORM]
-        self.register_buffer(
-            "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
-        )
+        register_pixel_statistics(self, cfg)
 
     @property
     def device(self):

@@ -27,6 +27,15 @@ def put_scalars(**scalars):
     )
 
 
+def register_pixel_statistics(module, cfg):
+    """``MODEL.PIXEL_MEAN`` / ``PIXEL_STD`` as ``module``'s (1, C, 1, 1) buffers ``pixel_mean`` and
+    ``pixel_std``, not saved in checkpoints (they come from the config)."""
+    module.register_buffer(
+        "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
+    )
+    module.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False)
+
+
 def require_training_parts(model):
     """Raise unless ``model`` was built with its training-only parts (``MODEL.TRAINING_HEADS``)."""
     if not model.training_heads:
@@ -84,12 +93,7 @@ class RetrievalModel(nn.Module):
             self.classifier = nn.Linear(self.embed_dim, num_classes)
             nn.init.normal_(self.classifier.weight, std=0.001)
             nn.init.zeros_(self.classifier.bias)
-        self.register_buffer(
-            "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
-        )
+        register_pixel_statistics(self, cfg)
 
     def new_layers(self):
         """Name prefixes of newly initialised layers by IRRA's optimizer rule

@@ -20,7 +20,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
 
 from .clip import CLIPTextEncoder, build_clip_model_from_cfg, resnet_attention_pool
-from .retrieval import require_training_parts
+from .retrieval import register_pixel_statistics, require_training_parts
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ __all__ = [
     "freeze_frozen_norms",
     "modality_masks",
     "paired_halves",
+    "route_by_modality",
 ]
 
 #: Where a two-stream split may be: the last modality-specific stage.
@@ -75,6 +76,23 @@ def modality_masks(modalities, batch_size, device):
     return codes == VISIBLE, codes == INFRARED
 
 
+def route_by_modality(visible, infrared, images, modalities):
+    """Each image through its modality's module: ``visible`` for 0, ``infrared`` for 1 (a batch
+    of one modality runs that module alone). Both must give outputs of one shape per image.
+
+    images (Tensor): (B, ...); modalities (Tensor): (B,) -> (B, ...) the modules' outputs
+    """
+    vis, ir = modality_masks(modalities, images.shape[0], images.device)
+    if bool(vis.all()):
+        return visible(images)
+    if bool(ir.all()):
+        return infrared(images)
+    out_vis, out_ir = visible(images[vis]), infrared(images[ir])
+    out = out_vis.new_empty((images.shape[0], *out_vis.shape[1:]))
+    out[vis], out[ir] = out_vis, out_ir
+    return out
+
+
 class TwoStreamCLIPResNet(nn.Module):
     """CLIP ModifiedResNet with modality-specific early stages and shared later ones.
 
@@ -112,15 +130,7 @@ class TwoStreamCLIPResNet(nn.Module):
         images (Tensor): (B, 3, H, W) normalised; modalities: (B,) 0 visible / 1 infrared
         returns (Tensor): (B, C, h, w)
         """
-        vis, ir = modality_masks(modalities, images.shape[0], images.device)
-        if bool(vis.all()):
-            return self.visible(images)
-        if bool(ir.all()):
-            return self.infrared(images)
-        out_vis, out_ir = self.visible(images[vis]), self.infrared(images[ir])
-        out = out_vis.new_empty((images.shape[0], *out_vis.shape[1:]))
-        out[vis], out[ir] = out_vis, out_ir
-        return out
+        return route_by_modality(self.visible, self.infrared, images, modalities)
 
     def shared_forward(self, maps):
         """Shared stages and attention pool: (B, C, h, w) -> global feature (B, D)."""
@@ -232,12 +242,7 @@ class VICLIPModel(nn.Module):
                 raise ValueError(f"{type(self).__name__} needs MODEL.HEADS.NUM_CLASSES > 0")
             self.classifier = nn.Linear(self.embed_dim, self.num_classes, bias=False)
             nn.init.normal_(self.classifier.weight, std=0.001)
-        self.register_buffer(
-            "pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, -1, 1, 1), False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, -1, 1, 1), False
-        )
+        register_pixel_statistics(self, cfg)
 
     @property
     def device(self):

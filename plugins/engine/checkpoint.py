@@ -255,13 +255,8 @@ class Checkpointer(_FastreidCheckpointer):
             return self._convert_agw(checkpoint, f, source)
         if not is_irra_checkpoint(checkpoint):
             return checkpoint
-        model = getattr(self.model, "module", self.model)
-        name = type(model).__name__
-        if name not in IRRA_META_ARCHITECTURES:
-            raise CheckpointError(
-                f"{source} {f} is a checkpoint of IRRA's or FMFA's code, which loads into "
-                f"{', '.join(IRRA_META_ARCHITECTURES)} models, not {name}."
-            )
+        what = "a checkpoint of IRRA's or FMFA's code"
+        model, name = self._model_for(IRRA_META_ARCHITECTURES, f"{source} {f} is {what}")
         self.logger.info(
             f"{source} {f} is in IRRA's layout (IRRA's or FMFA's code): converting its "
             f"{len(checkpoint['model'])} model entries; its other states are not loaded."
@@ -269,14 +264,20 @@ class Checkpointer(_FastreidCheckpointer):
         state = from_irra_state_dict(checkpoint["model"], model.state_dict().keys(), name)
         return {"model": state, RECORD_ENTRY: {QUICKGELU_KEY: True}}
 
-    def _convert_agw(self, checkpoint, f, source):
+    def _model_for(self, architectures, what):
+        """The (unwrapped) model and its class name, when it is one of ``architectures`` that a
+        converted checkpoint (``what``) loads into; otherwise a CheckpointError."""
         model = getattr(self.model, "module", self.model)
         name = type(model).__name__
-        if name not in AGW_META_ARCHITECTURES:
+        if name not in architectures:
             raise CheckpointError(
-                f"{source} {f} is a checkpoint of AGW's code (embed_net), which loads into "
-                f"{', '.join(AGW_META_ARCHITECTURES)} models, not {name}."
+                f"{what}, which loads into {', '.join(architectures)} models, not {name}."
             )
+        return model, name
+
+    def _convert_agw(self, checkpoint, f, source):
+        what = f"{source} {f} is a checkpoint of AGW's code (embed_net)"
+        model, _ = self._model_for(AGW_META_ARCHITECTURES, what)
         recorded = agw_checkpoint_metrics(checkpoint)
         self.logger.info(
             f"{source} {f} is in AGW's layout (mangye16/Cross-Modal-Re-ID-baseline): converting "

@@ -74,16 +74,17 @@ def zero_shot_label(config, opts):
     """The zero-shot model of a config: its CLIP weights and image input (configs that share
     them share one zero-shot evaluation); None for a config that starts from no CLIP weights."""
     import plugins  # noqa: F401
+    from plugins.data.datasets.vi_reid import is_vi_dataset
     from plugins.engine import build_config
+    from plugins.evaluation.zero_shot import IMAGE_INPUTS
 
     cfg = build_config(config, opts)
     if not (cfg.MODEL.BACKBONE.PRETRAIN and cfg.MODEL.CLIP.WEIGHTS):
         return None  # no CLIP weights to start from (random init, fast-reid's own ResNets)
     model = os.path.basename(cfg.MODEL.CLIP.WEIGHTS)
-    if TASKS[LAYOUTS[cfg.DATASETS.TESTS[0]]] == "VI-ReID":
+    if is_vi_dataset(cfg.DATASETS.TESTS[0]):
         return f"{model}, {cfg.MODEL.META_ARCHITECTURE}'s visual streams"
-    inputs = {"rgb": "RGB", "t": "T", "add": "RGB + T added", "cat": "RGB, T, Cat"}
-    return f"{model}, {inputs[cfg.MODEL.RETRIEVAL.FUSION]}"
+    return f"{model}, {IMAGE_INPUTS[cfg.MODEL.RETRIEVAL.FUSION]}"
 
 
 def run_zero_shot(config, data_root, out_dir, opts, reuse=False):
@@ -104,12 +105,13 @@ def chance_of(args):
     """Expected R1 of a random ranking on the benchmark's test split, under the run's protocol."""
     import plugins  # noqa: F401
     from plugins.data.build import build_text_dataset
+    from plugins.data.datasets.vi_reid import is_vi_dataset
     from plugins.engine import build_config
     from plugins.evaluation.retrieval_evaluator import chance_r1
 
     os.environ["FASTREID_DATASETS"] = args.data
     cfg = build_config(args.configs[0], args.opts)
-    if TASKS[LAYOUTS[cfg.DATASETS.TESTS[0]]] == "VI-ReID":
+    if is_vi_dataset(cfg.DATASETS.TESTS[0]):
         return {}  # the galleries are the protocol's draws: no closed form here
     split = build_text_dataset(cfg, cfg.DATASETS.TESTS[0]).test
     return chance_r1(split, cfg.TEST.SUBSET_GALLERY)

@@ -43,16 +43,9 @@ from plugins.engine import (  # noqa: E402
 from plugins.engine.defaults import OutputDirLock  # noqa: E402
 from plugins.evaluation.retrieval_evaluator import chance_r1  # noqa: E402
 from plugins.evaluation.visualize import draw_ranked_lists, topk_gallery  # noqa: E402
-from plugins.evaluation.zero_shot import evaluate_zero_shot  # noqa: E402
+from plugins.evaluation.zero_shot import IMAGE_INPUTS, evaluate_zero_shot  # noqa: E402
 
 DEFAULT_CONFIG = "configs/Demo/mganet.yml"
-# How the zero-shot CLIP sees a gallery item (plugins.evaluation.zero_shot).
-IMAGE_INPUT = {
-    "rgb": "RGB images",
-    "t": "thermal images",
-    "add": "RGB and thermal tokens added",
-    "cat": "RGB and thermal tokens through an untrained Cat layer",
-}
 
 
 def pick_queries(split, seed=0):
@@ -150,9 +143,10 @@ def main():
         f"of {len(split.images)} pairs"
     )
     if zero_shot is not None:
+        image_input = IMAGE_INPUTS[cfg.MODEL.RETRIEVAL.FUSION]
         print(
             f"[demo]   zero-shot  R1 {zero_shot['R1']:6.2f}  mAP {zero_shot['mAP']:6.2f}  "
-            f"(the pretrained CLIP before fine-tuning; {IMAGE_INPUT[cfg.MODEL.RETRIEVAL.FUSION]})"
+            f"(the pretrained CLIP before fine-tuning; image input {image_input})"
         )
     print(
         f"[demo]   fine-tuned R1 {results['R1']:6.2f}  mAP {results['mAP']:6.2f}  "

@@ -1,10 +1,10 @@
 """Zero-shot evaluation: the CLIP a config fine-tunes from, evaluated before any training.
 
 The papers report CLIP's zero-shot figures beside the fine-tuned ones; this is that row for any
-text-retrieval or CLIP VI-ReID config. The model is ``CLIPRetrieval`` on the config's CLIP (``MODEL.CLIP.*``,
-loaded from ``MODEL.CLIP.WEIGHTS`` when ``MODEL.BACKBONE.PRETRAIN``, through the same path as a
-training) and the config's image input (``MODEL.RETRIEVAL.FUSION``: RGB, thermal, or the two
-added), without any layer a method adds. For most methods this is their own model at step 0:
+text-retrieval or CLIP VI-ReID config. For text retrieval the model is ``CLIPRetrieval`` on the
+config's CLIP (``MODEL.CLIP.*``, loaded from ``MODEL.CLIP.WEIGHTS`` when
+``MODEL.BACKBONE.PRETRAIN``, through the same path as a training) and the config's image input
+(``MODEL.RETRIEVAL.FUSION``, ``IMAGE_INPUTS``), without any layer a method adds. For most methods this is their own model at step 0:
 IRRA's and FMFA's retrieval features are CLIP's, and MGANet's ATF starts at (V + T) / 2, which
 ranks as Add. CoRL's gallery feature also holds its untrained virtual text and Cat fusion starts
 from a random layer: their step-0 models are not CLIP's, and the row is CLIP's. A VI-ReID
@@ -18,7 +18,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESULTS_FILE", "evaluate_zero_shot", "zero_shot_config"]
+__all__ = ["IMAGE_INPUTS", "RESULTS_FILE", "evaluate_zero_shot", "zero_shot_config"]
+
+#: How the zero-shot CLIP sees a text-retrieval gallery item, by ``MODEL.RETRIEVAL.FUSION``
+#: (T: thermal; Cat's layer is untrained).
+IMAGE_INPUTS = {"rgb": "RGB", "t": "T", "add": "RGB + T added", "cat": "RGB, T, Cat"}
 
 #: Where in OUTPUT_DIR the zero-shot results are written (beside results.json).
 RESULTS_FILE = "results_zero_shot.json"

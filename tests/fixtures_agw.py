@@ -8,7 +8,6 @@ weights, biases and running statistics are all perturbed (the non-local blocks' 
 which AGW initialises at 0), so that a missing non-local block, stem or BN changes the features.
 """
 
-import hashlib
 import os
 import zlib
 
@@ -17,7 +16,8 @@ import torch
 GOLDEN_DIR = os.path.join(os.path.dirname(__file__), "data", "agw_golden")
 AGW_CLASS_NUM = 4
 AGW_SEED = 2021
-# sha256 of agw_state_dict() as state_dict_sha256 hashes it (sorted keys, dtype, shape, bytes).
+# sha256 of agw_state_dict() as plugins.engine.stages.tensor_fingerprint hashes it (sorted keys,
+# dtype, shape, bytes).
 AGW_STATE_SHA256 = "ab1d8abb75f86107a810aeba58d4069d8650b22b8728a3d83b19a813a77f4522"
 
 # AGW: non-local blocks after blocks 2, 3 of layer2 (512 channels) and 3, 4, 5 of layer3 (1024).
@@ -104,16 +104,6 @@ def _entry(key, shape, seed):
 def agw_state_dict(class_num=AGW_CLASS_NUM, seed=AGW_SEED):
     """AGW's ``embed_net`` state dict drawn from the seeded recipe (module docstring)."""
     return {k: _entry(k, s, seed) for k, s in agw_key_shapes(class_num)}
-
-
-def state_dict_sha256(state):
-    """sha256 over the sorted keys, each key's dtype, shape and little-endian bytes."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def agw_checkpoint(class_num=AGW_CLASS_NUM, seed=AGW_SEED):

@@ -11,6 +11,7 @@ from torch import nn
 import plugins  # noqa: F401
 from plugins.engine import build_config
 from plugins.engine.checkpoint import Checkpointer, CheckpointError
+from plugins.engine.stages import tensor_fingerprint
 from plugins.modeling.agw_checkpoint import (
     AGWCheckpointError,
     from_agw_state_dict,
@@ -26,7 +27,6 @@ from tests.fixtures_agw import (
     agw_checkpoint,
     agw_state_dict,
     golden_inputs,
-    state_dict_sha256,
 )
 
 FEAT_ATOL = 1e-4
@@ -85,7 +85,7 @@ def _eval_features(model, images):
 
 
 def test_seeded_checkpoint_recipe(agw_state):
-    assert state_dict_sha256(agw_state) == AGW_STATE_SHA256
+    assert tensor_fingerprint(agw_state) == AGW_STATE_SHA256
     # every batch norm of the recipe is perturbed: none at AGW's or torch's initial values
     assert not torch.all(agw_state["NL_3.2.W.1.weight"] == 0)
     assert not torch.all(agw_state["base_resnet.base.layer1.0.bn1.running_var"] == 1)

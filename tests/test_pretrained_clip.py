@@ -2,7 +2,6 @@
 first steps of the command that made them, and their zero-shot retrieval."""
 
 import glob
-import hashlib
 import importlib.util
 import json
 import os
@@ -22,6 +21,7 @@ from plugins.engine import build_config  # noqa: E402
 from plugins.evaluation.retrieval_evaluator import chance_r1  # noqa: E402
 from plugins.evaluation.zero_shot import evaluate_zero_shot, zero_shot_config  # noqa: E402
 from plugins.modeling.clip import build_clip_model, build_clip_model_from_cfg  # noqa: E402
+from plugins.search.folders import sha256_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights" / "synthetic-clip"
@@ -38,10 +38,6 @@ def record_of(arch):
     path = WEIGHTS / f"{arch}.json"
     with open(path) as f:
         return json.load(f)
-
-
-def sha256_of(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def pretrain_tool():
@@ -61,7 +57,7 @@ def test_every_file_has_its_record_and_the_files_are_small():
     for path in files:
         record = record_of(path.stem)
         assert record["file"] == path.name and record["architecture"] == path.stem
-        assert record["sha256"] == sha256_of(path), f"{path} is not the file its record describes"
+        assert record["sha256"] == sha256_file(path), f"{path} is not the file its record describes"
         assert record["command"].startswith("python tools/pretrain_synthetic_clip.py")
 
 
@@ -94,7 +90,7 @@ def test_demo_configs_start_from_the_synthetic_clip(arch, config):
 def test_weights_load_through_the_config_path(arch, config):
     cfg = build_config(str(ROOT / "configs" / "Demo" / f"{config}.yml"), ["MODEL.DEVICE", "cpu"])
     path = ROOT / cfg.MODEL.CLIP.WEIGHTS
-    assert sha256_of(path) == record_of(arch)["sha256"]
+    assert sha256_file(path) == record_of(arch)["sha256"]
     model = build_clip_model_from_cfg(cfg)
     state = model.state_dict()
     with safe_open(str(path), framework="pt") as f:

@@ -25,7 +25,6 @@ retrieval R1 on held-out pretraining identities.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -54,6 +53,7 @@ from plugins.modeling.clip import (  # noqa: E402
     build_clip_model,
     trim_token_ids,
 )
+from plugins.search.folders import sha256_file  # noqa: E402
 from plugins.synthetic.pretraining import PretrainingSet  # noqa: E402
 
 CONTEXT_LENGTH = 77  # CLIP's; captions are far shorter and batches are trimmed to their longest
@@ -248,14 +248,6 @@ def stored_state_dict(model):
     return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def record_path(out):
     return os.path.splitext(out)[0] + ".json"
 
@@ -359,7 +351,7 @@ def pretrain(args, stop_after=None, log=print):
     save_file(stored_state_dict(model), args.out, metadata=metadata)
     record = {
         "file": os.path.basename(args.out),
-        "sha256": sha256_of(args.out),
+        "sha256": sha256_file(args.out),
         "bytes": os.path.getsize(args.out),
         "architecture": args.arch,
         "command": command_line(args),

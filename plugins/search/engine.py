@@ -11,7 +11,6 @@ context gives the same feature in less time (tools/benchmark_search.py measures 
 """
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from plugins.config import inference_only
 
-from .folders import FolderLock, check_output_folder, remove_stale_staging
+from .folders import FolderLock, check_output_folder, remove_stale_staging, sha256_file
 from .gallery import DATASET_PREFIX, GalleryError, SearchError, list_gallery, one_line
 from .index import (
     KINDS,
@@ -53,15 +52,6 @@ DEVICES = ("cpu", "cuda")
 # Queries encoded in one forward pass (search_batch, recall queries): padding to the longest
 # sentence of a batch costs little at this size.
 QUERY_BATCH = 64
-
-
-def sha256_file(path, chunk_size=1 << 20):
-    """Hex sha256 of a file, read in chunks (checkpoints are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------- the model

@@ -15,7 +15,6 @@ the index folder whole (``plugins.search.folders``), so an interrupted build lea
 index as it was.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -26,7 +25,7 @@ import faiss
 import numpy as np
 import torch
 
-from .folders import check_output_folder, staged_folder
+from .folders import check_output_folder, sha256_file, staged_folder
 from .gallery import GalleryItem, SearchError, one_line
 
 INDEX_FILE = "index.faiss"
@@ -194,7 +193,7 @@ class SearchIndex:
                 os.path.join(staging, ITEMS_FILE),
                 {"build_id": build_id, "items": [item._asdict() for item in self.items]},
             )
-            self.identity.update(build_id=build_id, index_sha256=_sha256(path))
+            self.identity.update(build_id=build_id, index_sha256=sha256_file(path))
             _write_json(os.path.join(staging, IDENTITY_FILE), self.identity)
 
     @classmethod
@@ -340,7 +339,7 @@ def _check_one_build(index_dir, identity, raw_items):
     if items_id != build_id:
         foreign.append(ITEMS_FILE)
     expected = identity.get("index_sha256")
-    if build_id is not None and expected != _sha256(os.path.join(index_dir, INDEX_FILE)):
+    if build_id is not None and expected != sha256_file(os.path.join(index_dir, INDEX_FILE)):
         foreign.append(INDEX_FILE)
     if foreign:
         raise IndexError_(
@@ -348,14 +347,6 @@ def _check_one_build(index_dir, identity, raw_items):
             f"not written with its {IDENTITY_FILE}: two builds wrote into it at once, or files "
             "were copied in from another index): rebuild the index with tools/build_index.py."
         )
-
-
-def _sha256(path, chunk_size=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json(path, obj):

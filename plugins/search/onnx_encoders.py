@@ -24,7 +24,6 @@ only ``onnxruntime`` (``pip install 'fastreid-crossmodal[onnx]'``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -37,6 +36,7 @@ from torch import Tensor, nn
 from ..data.captions import tokenize_batch
 from ..modeling.clip import trim_token_ids
 from ..modeling.retrieval import RetrievalModel
+from .folders import sha256_file
 
 __all__ = [
     "IMAGE_FILE",
@@ -75,18 +75,10 @@ def is_export_entry(name: str) -> bool:
     return name == MANIFEST_FILE or name.startswith((IMAGE_FILE, TEXT_FILE))
 
 
-def _sha256(path: str, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_file_hashes(onnx_dir: str) -> dict:
     """``{file name: sha256}`` of every file of an export folder but ``onnx.json``."""
     return {
-        name: _sha256(os.path.join(onnx_dir, name))
+        name: sha256_file(os.path.join(onnx_dir, name))
         for name in sorted(os.listdir(onnx_dir))
         if is_export_entry(name) and name != MANIFEST_FILE
     }
@@ -397,7 +389,7 @@ class OnnxEncoders:
                 raise FileNotFoundError(
                     f"{file}: no such file, but {path} lists it: {_EXPORT_AGAIN}."
                 )
-            if _sha256(file) != expected:
+            if sha256_file(file) != expected:
                 raise ValueError(
                     f"{file} is not the file {MANIFEST_FILE} records (its sha256 differs: "
                     f"changed, truncated, or copied in from another export): {_EXPORT_AGAIN}."

@@ -1,5 +1,6 @@
 """AGW's two-stream ResNet-50 (AGWTwoStream) against AGW's own code (tests/data/agw_golden)."""
 
+import copy
 import logging
 import os
 import pickle
@@ -100,21 +101,18 @@ def test_features_match_agw(agw_model, golden):
 
 def test_training_losses_match_agw(agw_model, golden):
     # AGW's own normalised input (the 0-255 route of the feature test rounds differently, by
-    # ~5e-6 relative in the losses): the network and the losses alone are compared here.
-    images, labels = golden_inputs(golden["images"]), golden["labels"]
+    # ~5e-6 relative in the losses): the network and the losses alone are compared here. In
+    # float64: in float32 the ID loss of this batch moves by 3e-5 relative with the thread count
+    # (3.46287 on one thread, 3.46277 on two; float64 gives 3.462874 on both), while AGW's
+    # float32 run lies 1.3e-6 from the float64 value, so float64 makes the check the same on
+    # every machine and leaves the tolerance tight.
+    model = copy.deepcopy(agw_model).double()
+    images = golden_inputs(golden["images"]).double()
     modalities = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    state = {k: v.clone() for k, v in agw_model.state_dict().items()}
-    mean, std = agw_model.pixel_mean.clone(), agw_model.pixel_std.clone()
-    agw_model.pixel_mean.zero_()
-    agw_model.pixel_std.fill_(1.0)
-    agw_model.train()
-    try:
-        losses = agw_model({"images": images, "targets": labels, "modalities": modalities})
-    finally:
-        agw_model.load_state_dict(state)  # train mode moved the running statistics
-        agw_model.pixel_mean.copy_(mean)
-        agw_model.pixel_std.copy_(std)
-        agw_model.eval()
+    model.pixel_mean.zero_()
+    model.pixel_std.fill_(1.0)
+    model.train()
+    losses = model({"images": images, "targets": golden["labels"], "modalities": modalities})
     assert set(losses) == {"loss_id", "loss_wrt"}
     for name in ("loss_id", "loss_wrt"):
         got, want = losses[name].item(), golden[name].item()

@@ -743,6 +743,26 @@ def test_two_stages_from_one_command_resume_and_eval_only(tmp_path):
     r1 = float(re.search(r"R1 ([\d.]+)", trained).group(1))
     assert float(probe["CoRL's sum"]) == pytest.approx(r1, abs=0.01)
 
+    # --gradients: which stage-2 terms reach the encoders. L_align^s2's text target is
+    # stop-gradient and VES reads z_v without gradient, so it reaches neither encoder; L_CRCL
+    # reaches the text encoder only through real-text prototypes (MODEL.CORL.CRCL_TEXT real).
+    def gradient_norms(*opts):
+        grad_cmd = [*cmd[: -len(TINY_CLIP)], "--gradients", "1", *TINY_CLIP, *opts]
+        grad_cmd += ["SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0"]
+        proc = subprocess.run(
+            grad_cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        rows = re.findall(r"^(loss_\w+)\s+(\S+)\s+(\S+)$", proc.stdout, re.M)
+        return {term: (float(image), float(text)) for term, image, text in rows}
+
+    norms = gradient_norms()
+    assert set(norms) == {"loss_ibm", "loss_id", "loss_align", "loss_crcl"}, norms
+    assert norms["loss_align"] == (0.0, 0.0)
+    assert min(norms["loss_ibm"]) > 0 and min(norms["loss_crcl"]) > 0
+    virtual = gradient_norms("MODEL.CORL.CRCL_TEXT", "virtual")
+    assert virtual["loss_crcl"][0] > 0 and virtual["loss_crcl"][1] == 0.0
+
 
 def test_frozen_ves_end_to_end_takes_its_copies_once(tmp_path):
     """VES_ENCODERS "frozen" through tools/train_net.py: stage 2's copies are the encoders

@@ -93,6 +93,12 @@ def add_plugins_config(cfg):
     # softmax normaliser, negatives unshifted, so far negatives drop out; agw_wrt_loss), or
     # "text", the softmax-weighted form as the paper states it (wrt_loss).
     _C.MODEL.AGW.WRT_FORM = "code"
+    # AGW's train.py --method: "agw" pools with GeM and trains WRT; "base" average-pools and
+    # trains OriTripletLoss (batch-hard triplet, margin TRIPLET_MARGIN) and has no non-local
+    # blocks (MODEL.BACKBONE.WITH_NL False). The triplet term's weight is WRT_WEIGHT either way.
+    _C.MODEL.AGW.POOL = "gem"  # "gem" (AGW) or "avg" (--method base)
+    _C.MODEL.AGW.TRIPLET = "wrt"  # "wrt" (AGW) or "hard" (--method base)
+    _C.MODEL.AGW.TRIPLET_MARGIN = 0.3  # OriTripletLoss's margin (train.py --margin)
 
     # IRRA's implicit relation reasoning (the IRRA meta-architecture and methods built on it):
     # the masked caption attends to the image tokens and its masked words are predicted.

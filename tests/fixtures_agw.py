@@ -19,6 +19,8 @@ AGW_SEED = 2021
 # sha256 of agw_state_dict() as plugins.engine.stages.tensor_fingerprint hashes it (sorted keys,
 # dtype, shape, bytes).
 AGW_STATE_SHA256 = "ab1d8abb75f86107a810aeba58d4069d8650b22b8728a3d83b19a813a77f4522"
+# The same for agw_state_dict(non_local=False), --method base's embed_net.
+AGW_BASE_STATE_SHA256 = "de8ba964351e4294f10d11781579e8b19e8dee11c79f3cc342ed4182487b8f24"
 
 # AGW: non-local blocks after blocks 2, 3 of layer2 (512 channels) and 3, 4, 5 of layer3 (1024).
 AGW_NON_LOCAL = {"NL_2": (512, 2), "NL_3": (1024, 3)}
@@ -37,12 +39,13 @@ def _resnet50_shapes():
     return [(k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith("fc.")]
 
 
-def agw_key_shapes(class_num=AGW_CLASS_NUM):
-    """Every (key, shape) of AGW's ``embed_net`` state dict, in its module order."""
+def agw_key_shapes(class_num=AGW_CLASS_NUM, non_local=True):
+    """Every (key, shape) of AGW's ``embed_net`` state dict, in its module order;
+    ``non_local`` False: ``--method base``'s (no ``NL_*`` entries)."""
     resnet = _resnet50_shapes()
     out = [(p + k, s) for p in AGW_RESNET_PREFIXES[1::-1] for k, s in resnet]
     out += [("base_resnet.base." + k, s) for k, s in resnet]
-    for name, (channels, count) in AGW_NON_LOCAL.items():
+    for name, (channels, count) in AGW_NON_LOCAL.items() if non_local else ():
         for i in range(count):
             p = f"{name}.{i}."
             out += [
@@ -101,18 +104,19 @@ def _entry(key, shape, seed):
     return normal((2.0 / fan_in) ** 0.5)
 
 
-def agw_state_dict(class_num=AGW_CLASS_NUM, seed=AGW_SEED):
-    """AGW's ``embed_net`` state dict drawn from the seeded recipe (module docstring)."""
-    return {k: _entry(k, s, seed) for k, s in agw_key_shapes(class_num)}
+def agw_state_dict(class_num=AGW_CLASS_NUM, seed=AGW_SEED, non_local=True):
+    """AGW's ``embed_net`` state dict drawn from the seeded recipe (module docstring);
+    ``non_local`` False: ``--method base``'s, the same entries without the ``NL_*`` ones."""
+    return {k: _entry(k, s, seed) for k, s in agw_key_shapes(class_num, non_local)}
 
 
-def agw_checkpoint(class_num=AGW_CLASS_NUM, seed=AGW_SEED):
+def agw_checkpoint(class_num=AGW_CLASS_NUM, seed=AGW_SEED, non_local=True):
     """AGW's ``best.t`` as its ``train.py`` saves it: ``net`` plus numpy ``cmc``, ``mAP``,
     ``mINP`` and an int ``epoch``."""
     import numpy as np
 
     return {
-        "net": agw_state_dict(class_num, seed),
+        "net": agw_state_dict(class_num, seed, non_local),
         "cmc": np.linspace(0.5, 1.0, 20, dtype=np.float32),
         "mAP": np.float32(0.4321),
         "mINP": np.float32(0.1234),

@@ -14,6 +14,9 @@ CONFIGS = (
     "configs/SYSUMM01/agw_two_stream.yml",
     "configs/RegDB/agw_two_stream.yml",
     "configs/LLCM/agw_two_stream.yml",
+    "configs/SYSUMM01/agw_two_stream_base.yml",
+    "configs/RegDB/agw_two_stream_base.yml",
+    "configs/LLCM/agw_two_stream_base.yml",
     "configs/Demo/regdb_agw_two_stream.yml",
     "configs/Demo/llcm_agw_two_stream.yml",
 )
@@ -28,9 +31,17 @@ def test_configs_build_agws_network_and_recipe(config):
     model = build_model(cfg)
     assert type(model).__name__ == "AGWTwoStream"
     shared = model.backbone.shared
+    base = config.endswith("_base.yml")  # train.py --method base
+    if base:
+        assert not hasattr(shared, "NL_2") and not hasattr(shared, "NL_3")
+        assert isinstance(model.pool[0], torch.nn.AdaptiveAvgPool2d)
+        assert (model.triplet_name, cfg.MODEL.AGW.TRIPLET_MARGIN) == ("loss_triplet", 0.3)
+    else:
+        assert model.triplet_name == "loss_wrt"
     if cfg.MODEL.BACKBONE.DEPTH == "50x":
-        assert (len(shared.NL_2), len(shared.NL_3)) == (2, 3)
-        assert shared.NL_2[0].inter_channels == 1  # AGW's reduc_ratio // reduc_ratio
+        if not base:
+            assert (len(shared.NL_2), len(shared.NL_3)) == (2, 3)
+            assert shared.NL_2[0].inter_channels == 1  # AGW's reduc_ratio // reduc_ratio
         # AGW's recipe
         s = cfg.SOLVER
         assert (s.OPT, s.BASE_LR * s.HEADS_LR_FACTOR, s.MAX_EPOCH) == ("SGD", 0.1, 81)
@@ -53,8 +64,15 @@ DATASETS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
-def test_demo_trains_and_eval_only_reproduces(name, tmp_path):
+# AGW's train.py --method base, as configs/*/agw_two_stream_base.yml set it
+BASE_METHOD = ("MODEL.BACKBONE.WITH_NL", "False", "MODEL.AGW.POOL", "avg")
+BASE_METHOD += ("MODEL.AGW.TRIPLET", "hard")
+
+
+@pytest.mark.parametrize(
+    "name, method", [(name, "agw") for name in sorted(DATASETS)] + [("RegDB", "base")]
+)
+def test_demo_trains_and_eval_only_reproduces(name, method, tmp_path):
     writer, options, modes = DATASETS[name]
     data = tmp_path / "data"
     writer(str(data), 12, seed=0, overwrite=True, **options)
@@ -66,9 +84,10 @@ def test_demo_trains_and_eval_only_reproduces(name, tmp_path):
         "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2", "TEST.VI_TRIALS", "2",
         "SOLVER.LOG_PERIOD", "1",
     ]  # fmt: skip
+    short += list(BASE_METHOD) if method == "base" else []
     out = tmp_path / "train"
     log = train_net(config, str(data), *short, "OUTPUT_DIR", str(out))
-    assert "loss_wrt" in log and "loss_id" in log
+    assert ("loss_triplet" if method == "base" else "loss_wrt") in log and "loss_id" in log
     trained = json.loads((out / "results.json").read_text())[name]
     for mode in modes:
         assert {f"{mode}/R1", f"{mode}/mAP"} <= set(trained) and f"| {mode} " in log

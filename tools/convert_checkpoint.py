@@ -46,6 +46,7 @@ from plugins.engine.arguments import overrides_error  # noqa: E402
 from plugins.engine.checkpoint import Checkpointer, CheckpointError, atomic_write  # noqa: E402
 from plugins.modeling.agw_checkpoint import (  # noqa: E402
     AGWCheckpointError,
+    agw_checkpoint_method,
     agw_checkpoint_metrics,
     from_agw_state_dict,
     is_agw_checkpoint,
@@ -100,9 +101,12 @@ def from_agw(path, output):
     state = from_agw_state_dict(checkpoint["net"])
     atomic_write(output, lambda f: torch.save({"model": state}, f))
     recorded = agw_checkpoint_metrics(checkpoint)
+    method = agw_checkpoint_method(checkpoint["net"])
+    config = "agw_two_stream.yml" if method == "agw" else "agw_two_stream_base.yml"
     print(
-        f"{path} (AGW's layout{', ' + str(recorded) if recorded else ''}): {len(state)} tensors "
-        f"written to {output} (for MODEL.META_ARCHITECTURE AGWTwoStream)"
+        f"{path} (AGW's layout, train.py --method {method}"
+        f"{', ' + str(recorded) if recorded else ''}): {len(state)} tensors written to {output} "
+        f"(for MODEL.META_ARCHITECTURE AGWTwoStream as configs/<DATASET>/{config} builds it)"
     )
 
 

@@ -33,6 +33,7 @@ from ..modeling.agw_checkpoint import (
     AGW_META_ARCHITECTURES,
     SAFE_NUMPY_GLOBALS,
     agw_checkpoint_metrics,
+    check_agw_method,
     from_agw_state_dict,
     is_agw_checkpoint,
 )
@@ -278,6 +279,7 @@ class Checkpointer(_FastreidCheckpointer):
     def _convert_agw(self, checkpoint, f, source):
         what = f"{source} {f} is a checkpoint of AGW's code (embed_net)"
         model, _ = self._model_for(AGW_META_ARCHITECTURES, what)
+        check_agw_method(checkpoint["net"], model)
         recorded = agw_checkpoint_metrics(checkpoint)
         self.logger.info(
             f"{source} {f} is in AGW's layout (mangye16/Cross-Modal-Re-ID-baseline): converting "

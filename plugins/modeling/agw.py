@@ -14,9 +14,16 @@ network is ``embed_net`` of mangye16/Cross-Modal-Re-ID-baseline (``model.py``):
   channels);
 - a BNNeck (``BatchNorm1d``, bias frozen at 0) and a bias-free classifier.
 
+AGW's ``--method base`` (``embed_net(no_local="off", gm_pool="off")``, ``configs/*/
+agw_two_stream_base.yml``) is the same network without non-local blocks
+(``MODEL.BACKBONE.WITH_NL False``), with average pooling (``MODEL.AGW.POOL avg``) and its
+batch-hard triplet ``OriTripletLoss`` in place of WRT (``MODEL.AGW.TRIPLET hard``: fast-reid's
+``triplet_loss`` with hard mining, the same function).
+
 Training returns AGW's losses, the identity cross-entropy of ``classifier(bottleneck(pooled))``
 and the weighted regularised triplet on the pooled features (``MODEL.AGW.WRT_FORM``: "code",
-AGW's ``TripletLoss_WRT`` exactly, ``agw_wrt_loss``; "text", ``wrt_loss``). Evaluation returns,
+AGW's ``TripletLoss_WRT`` exactly, ``agw_wrt_loss``; "text", ``wrt_loss``), or with
+``MODEL.AGW.TRIPLET hard`` the batch-hard triplet ``loss_triplet``. Evaluation returns,
 as AGW's ``test.py``, the L2-normalised pooled feature (``MODEL.HEADS.NECK_FEAT`` "before") or
 BNNeck output ("after").
 
@@ -45,10 +52,12 @@ Parameters: ``backbone.visible.*``, ``backbone.infrared.*``, ``backbone.shared.*
 """
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
 from fastreid.modeling.backbones.resnet import build_resnet_backbone
+from fastreid.modeling.losses import triplet_loss
 from fastreid.modeling.meta_arch.build import META_ARCH_REGISTRY
 from torch import nn
 
@@ -62,6 +71,9 @@ __all__ = [
     "AGWTwoStream",
     "AGWTwoStreamResNet",
 ]
+
+POOLS = ("gem", "avg")
+TRIPLETS = ("wrt", "hard")
 
 
 class AGWStem(nn.Module):
@@ -145,13 +157,14 @@ class AGWTwoStream(nn.Module):
     """AGW's ``embed_net`` (module docstring) as a fast-reid meta-architecture.
 
     Batches are ``{"images", "targets", "modalities"}`` (a VI-ReID loader's), images in 0-255.
-    Training returns ``{"loss_id", "loss_wrt"}`` (each times its ``MODEL.AGW`` weight); evaluation
+    Training returns ``{"loss_id", "loss_wrt"}`` (``"loss_triplet"`` with ``MODEL.AGW.TRIPLET
+    hard``; each times its ``MODEL.AGW`` weight); evaluation
     returns L2-normalised (B, D) features (``encode_image``).
 
     Args:
         cfg (CfgNode): ``MODEL.BACKBONE`` (fast-reid's ResNet keys), ``MODEL.BACKBONE.FEAT_DIM``,
-            ``MODEL.HEADS.{NUM_CLASSES,NECK_FEAT}``, ``MODEL.AGW.{GEM_P,GEM_EPS,ID_WEIGHT,
-            WRT_WEIGHT,WRT_FORM}``, ``MODEL.TRAINING_HEADS``, ``MODEL.PIXEL_{MEAN,STD}``.
+            ``MODEL.HEADS.{NUM_CLASSES,NECK_FEAT}``, ``MODEL.AGW.{POOL,GEM_P,GEM_EPS,ID_WEIGHT,
+            WRT_WEIGHT,WRT_FORM,TRIPLET,TRIPLET_MARGIN}``, ``MODEL.TRAINING_HEADS``, ``MODEL.PIXEL_{MEAN,STD}``.
     """
 
     training_only_prefixes = ("heads.classifier.",)
@@ -159,7 +172,15 @@ class AGWTwoStream(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.backbone = AGWTwoStreamResNet(build_resnet_backbone(cfg))
-        self.pool = AGWGeneralizedMeanPooling(cfg.MODEL.AGW.GEM_P, cfg.MODEL.AGW.GEM_EPS)
+        agw = cfg.MODEL.AGW
+        if agw.POOL not in POOLS:
+            raise ValueError(f"MODEL.AGW.POOL={agw.POOL!r} not in {POOLS}")
+        self.non_local = bool(cfg.MODEL.BACKBONE.WITH_NL)
+        self.pool_kind = agw.POOL
+        if agw.POOL == "gem":
+            self.pool = AGWGeneralizedMeanPooling(agw.GEM_P, agw.GEM_EPS)
+        else:
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.neck_feat = cfg.MODEL.HEADS.NECK_FEAT
         if self.neck_feat not in ("before", "after"):
             raise ValueError(f"MODEL.HEADS.NECK_FEAT={self.neck_feat!r}: 'before' or 'after'")
@@ -168,12 +189,20 @@ class AGWTwoStream(nn.Module):
         if self.training_heads and self.num_classes <= 0:
             raise ValueError("AGWTwoStream needs MODEL.HEADS.NUM_CLASSES > 0")
         self.heads = _AGWHeads(cfg.MODEL.BACKBONE.FEAT_DIM, self.num_classes, self.training_heads)
-        self.id_weight = cfg.MODEL.AGW.ID_WEIGHT
-        self.wrt_weight = cfg.MODEL.AGW.WRT_WEIGHT
+        self.id_weight = agw.ID_WEIGHT
+        self.triplet_weight = agw.WRT_WEIGHT
         forms = {"code": agw_wrt_loss, "text": wrt_loss}
-        if cfg.MODEL.AGW.WRT_FORM not in forms:
-            raise ValueError(f"MODEL.AGW.WRT_FORM={cfg.MODEL.AGW.WRT_FORM!r} not in {tuple(forms)}")
-        self.wrt = forms[cfg.MODEL.AGW.WRT_FORM]
+        if agw.WRT_FORM not in forms:
+            raise ValueError(f"MODEL.AGW.WRT_FORM={agw.WRT_FORM!r} not in {tuple(forms)}")
+        if agw.TRIPLET not in TRIPLETS:
+            raise ValueError(f"MODEL.AGW.TRIPLET={agw.TRIPLET!r} not in {TRIPLETS}")
+        if agw.TRIPLET == "wrt":
+            self.triplet_name, self.triplet = "loss_wrt", forms[agw.WRT_FORM]
+        else:
+            self.triplet_name = "loss_triplet"
+            self.triplet = functools.partial(
+                triplet_loss, margin=agw.TRIPLET_MARGIN, norm_feat=False, hard_mining=True
+            )
         register_pixel_statistics(self, cfg)
 
     @property
@@ -211,7 +240,7 @@ class AGWTwoStream(nn.Module):
         logits = self.heads.classifier(self.heads.bottleneck(feats))
         return {
             "loss_id": self.id_weight * id_loss(logits, targets),
-            "loss_wrt": self.wrt_weight * self.wrt(feats, targets),
+            self.triplet_name: self.triplet_weight * self.triplet(feats, targets),
         }
 
     def forward(self, batch):

@@ -8,6 +8,11 @@ entries: ``visible_module.visible.layer1-4``, ``thermal_module.thermal.layer1-4`
 ``base_resnet.base`` stem (conv1, bn1). Those known entries are logged and dropped; every other
 entry is renamed to this project's modules; a key this module does not know is an error.
 
+AGW's ``train.py`` builds one of two networks (``--method``): "agw" (non-local blocks, GeM) or
+"base" (neither, average pooling). A checkpoint's ``NL_*`` entries tell which; ``check_agw_method``
+refuses to load one into a model configured for the other, whose features would differ without
+any missing weight to say so (the pooling has no parameters).
+
 The numpy values need more than a weights-only ``torch.load``: ``SAFE_NUMPY_GLOBALS`` are the
 array / scalar / dtype reconstructors (data, never code) that a weights-only load may accept;
 nothing else is unpickled.
@@ -27,7 +32,9 @@ __all__ = [
     "SAFE_NUMPY_GLOBALS",
     "from_agw_state_dict",
     "is_agw_checkpoint",
+    "agw_checkpoint_method",
     "agw_checkpoint_metrics",
+    "check_agw_method",
 ]
 
 AGW_META_ARCHITECTURES = ("AGWTwoStream",)
@@ -106,6 +113,35 @@ def agw_checkpoint_metrics(checkpoint):
     if isinstance(cmc, (np.ndarray, torch.Tensor)) and len(cmc) > 0:
         out["R1"] = float(cmc[0])
     return out
+
+
+def agw_checkpoint_method(state_dict) -> str:
+    """AGW's ``--method`` that wrote a ``net`` state dict: "agw" when it has non-local blocks
+    (``NL_*`` entries), else "base"."""
+    has_nl = any(NON_LOCAL.match(k.removeprefix("module.")) for k in state_dict)
+    return "agw" if has_nl else "base"
+
+
+def check_agw_method(state_dict, model):
+    """Refuse an AGW ``net`` state dict that another ``--method`` wrote than ``model``
+    (``AGWTwoStream``) is configured for.
+
+    Raises:
+        AGWCheckpointError: naming both and the config of the checkpoint's method.
+    """
+    method = agw_checkpoint_method(state_dict)
+    configured = {"agw": (True, "gem"), "base": (False, "avg")}
+    mine = (model.non_local, model.pool_kind)
+    if configured[method] == mine:
+        return
+    config = {"agw": "agw_two_stream.yml", "base": "agw_two_stream_base.yml"}[method]
+    non_local, pool = configured[method]
+    raise AGWCheckpointError(
+        f"the AGW checkpoint was trained with train.py --method {method} (non-local blocks "
+        f"{'on' if non_local else 'off'}, {pool} pooling), but this model has non-local blocks "
+        f"{'on' if mine[0] else 'off'} and {mine[1]} pooling: use configs/<DATASET>/{config} "
+        f"(MODEL.BACKBONE.WITH_NL {non_local}, MODEL.AGW.POOL {pool})"
+    )
 
 
 def _listed(keys, limit=12):

@@ -664,7 +664,9 @@ def test_real_index_through_the_command_line(tmp_path):
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # every thread's stack, to say where it hangs
+            time.sleep(3)
             proc.kill()
-            raise
+            pytest.fail("no exit 60 s after Ctrl-C:\n" + stderr.text(wait=True)[-6000:])
     assert proc.returncode == 0, stderr.text(wait=True)[-3000:]
     assert "Stopped." in stderr.text(wait=True)

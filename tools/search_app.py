@@ -104,8 +104,11 @@ def main(argv=None):
             f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); "
             "choose another --port or --host"
         )
-    # SIGTERM (kill, a service manager) stops as cleanly as Ctrl-C.
+    # SIGTERM (kill, a service manager) stops as cleanly as Ctrl-C. SIGINT is set too: a
+    # process started in the background by a shell without job control (a script's `cmd &`, CI)
+    # inherits SIGINT ignored, and Python then leaves it ignored, so Ctrl-C would not stop it.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     size = server.gallery_size()
     gallery = f"{size} gallery images" if size is not None else "the gallery"
@@ -132,8 +135,8 @@ if __name__ == "__main__":
     main()
     # The server is closed and every line written: leave without finalizing the interpreter.
     # Tearing down the ~4,000 modules a search imports (torch, sympy, scipy) takes 1.1 s on an
-    # idle 2-core machine and about 5 s on a busy one, and the request threads (daemons) may
-    # still be running while it happens.
+    # idle 2-core machine and about 5 s on a busy one, while the request threads (daemons) may
+    # still be running; nothing is left to save.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

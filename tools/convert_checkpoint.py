@@ -45,6 +45,7 @@ from plugins.engine import build_config  # noqa: E402
 from plugins.engine.arguments import overrides_error  # noqa: E402
 from plugins.engine.checkpoint import Checkpointer, CheckpointError, atomic_write  # noqa: E402
 from plugins.modeling.agw_checkpoint import (  # noqa: E402
+    AGW_METHOD_CONFIGS,
     AGWCheckpointError,
     agw_checkpoint_method,
     agw_checkpoint_metrics,
@@ -102,7 +103,7 @@ def from_agw(path, output):
     atomic_write(output, lambda f: torch.save({"model": state}, f))
     recorded = agw_checkpoint_metrics(checkpoint)
     method = agw_checkpoint_method(checkpoint["net"])
-    config = "agw_two_stream.yml" if method == "agw" else "agw_two_stream_base.yml"
+    config = AGW_METHOD_CONFIGS[method]
     print(
         f"{path} (AGW's layout, train.py --method {method}"
         f"{', ' + str(recorded) if recorded else ''}): {len(state)} tensors written to {output} "

@@ -93,7 +93,7 @@ def loss_gradients(cfg, weights, batches):
         raise SystemExit("probe_corl.py --gradients needs a CoRL config")
     Checkpointer(model).load(weights)
     model.train()
-    params = {name: [p for p in getattr(model, name).parameters()] for name in ENCODERS}
+    params = {name: list(getattr(model, name).parameters()) for name in ENCODERS}
     norms, cosines = {}, {}
     for batch in itertools.islice(iter(loader), batches):
         losses = model(batch)
@@ -111,7 +111,10 @@ def loss_gradients(cfg, weights, batches):
             for name in ENCODERS:
                 cos = torch.nn.functional.cosine_similarity(grads[a, name], grads[b, name], dim=0)
                 cosines.setdefault((a, b), {}).setdefault(name, []).append(cos)
-    mean = lambda values: float(torch.stack(values).mean())  # noqa: E731
+
+    def mean(values):
+        return float(torch.stack(values).mean())
+
     return {
         "norms": {t: {n: mean(v) for n, v in by.items()} for t, by in norms.items()},
         "cosines": {pair: {n: mean(v) for n, v in by.items()} for pair, by in cosines.items()},

@@ -158,13 +158,14 @@ class AGWTwoStream(nn.Module):
 
     Batches are ``{"images", "targets", "modalities"}`` (a VI-ReID loader's), images in 0-255.
     Training returns ``{"loss_id", "loss_wrt"}`` (``"loss_triplet"`` with ``MODEL.AGW.TRIPLET
-    hard``; each times its ``MODEL.AGW`` weight); evaluation
-    returns L2-normalised (B, D) features (``encode_image``).
+    hard``; each times its ``MODEL.AGW`` weight); evaluation returns L2-normalised (B, D)
+    features (``encode_image``).
 
     Args:
         cfg (CfgNode): ``MODEL.BACKBONE`` (fast-reid's ResNet keys), ``MODEL.BACKBONE.FEAT_DIM``,
             ``MODEL.HEADS.{NUM_CLASSES,NECK_FEAT}``, ``MODEL.AGW.{POOL,GEM_P,GEM_EPS,ID_WEIGHT,
-            WRT_WEIGHT,WRT_FORM,TRIPLET,TRIPLET_MARGIN}``, ``MODEL.TRAINING_HEADS``, ``MODEL.PIXEL_{MEAN,STD}``.
+            WRT_WEIGHT,WRT_FORM,TRIPLET,TRIPLET_MARGIN}``, ``MODEL.TRAINING_HEADS``,
+            ``MODEL.PIXEL_{MEAN,STD}``.
     """
 
     training_only_prefixes = ("heads.classifier.",)

@@ -32,12 +32,15 @@ __all__ = [
     "SAFE_NUMPY_GLOBALS",
     "from_agw_state_dict",
     "is_agw_checkpoint",
+    "AGW_METHOD_CONFIGS",
     "agw_checkpoint_method",
     "agw_checkpoint_metrics",
     "check_agw_method",
 ]
 
 AGW_META_ARCHITECTURES = ("AGWTwoStream",)
+# train.py --method -> the config file (under configs/<DATASET>/) that builds its network.
+AGW_METHOD_CONFIGS = {"agw": "agw_two_stream.yml", "base": "agw_two_stream_base.yml"}
 
 # AGW's prefix -> this project's, first match wins.
 RENAMES = (
@@ -134,7 +137,7 @@ def check_agw_method(state_dict, model):
     mine = (model.non_local, model.pool_kind)
     if configured[method] == mine:
         return
-    config = {"agw": "agw_two_stream.yml", "base": "agw_two_stream_base.yml"}[method]
+    config = AGW_METHOD_CONFIGS[method]
     non_local, pool = configured[method]
     raise AGWCheckpointError(
         f"the AGW checkpoint was trained with train.py --method {method} (non-local blocks "
